@@ -1,0 +1,37 @@
+// Tensor-level RoIAlign entry points shared by the CPU and CUDA registrations:
+// argument checks, layout and dtype normalisation, output allocation, and the
+// RoIAlignParams handed to a backend's kernel.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <vector>
+
+#include "roi_align_params.h"
+
+namespace fastmask {
+
+using RoIAlignKernel = std::function<void(const RoIAlignParams&)>;
+
+struct RoIAlignBackend {
+  RoIAlignKernel forward;
+  RoIAlignKernel backward;
+  // CPU checks batch and level indices up front and raises; the CUDA path
+  // cannot without a host sync, so its kernels write zeros for such RoIs.
+  bool check_indices;
+};
+
+at::Tensor multi_level_roi_align_forward(const RoIAlignBackend& backend, at::TensorList features,
+                                         const at::Tensor& rois, const c10::optional<at::Tensor>& levels,
+                                         at::ArrayRef<double> spatial_scales, int64_t pooled_height,
+                                         int64_t pooled_width, int64_t sampling_ratio, bool aligned);
+
+std::vector<at::Tensor> multi_level_roi_align_backward(
+    const RoIAlignBackend& backend, const at::Tensor& grad, const at::Tensor& rois,
+    const c10::optional<at::Tensor>& levels, at::ArrayRef<double> spatial_scales,
+    at::IntArrayRef heights, at::IntArrayRef widths, int64_t batch_size, int64_t channels,
+    int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned,
+    bool channels_last);
+
+}  // namespace fastmask

@@ -1,0 +1,90 @@
+"""Fake (meta) kernels and autograd formulas for the ops in fastmask._C.
+
+Registered in Python, as pytorch/extension-cpp does, so torch.compile, fake
+tensors and autograd see every op. Each registration is separate: one that
+fails (say, on an older torch) does not stop the others or `import fastmask`.
+"""
+import warnings
+
+import torch
+
+from ._checks import is_channels_last
+
+_lib = "fastmask::"
+
+
+def _memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _safely(register):
+    try:
+        register()
+    except Exception as exc:  # noqa: BLE001 - keep the rest of the package importable
+        warnings.warn(f"fastmask: could not register {register.__name__}: {exc}", RuntimeWarning)
+
+
+def _roi_align():
+    @torch.library.register_fake(_lib + "roi_align")
+    def _(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, deterministic=False):
+        torch._check(rois.dim() == 2 and rois.shape[1] == 5, lambda: "rois must be [K, 5]")
+        out = input.new_empty((rois.shape[0], input.shape[1], pooled_height, pooled_width))
+        return out.contiguous(memory_format=_memory_format(is_channels_last(input)))
+
+    @torch.library.register_fake(_lib + "roi_align_backward")
+    def _(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width,
+          sampling_ratio, aligned, channels_last, deterministic):
+        out = grad.new_empty((batch_size, channels, height, width))
+        return out.contiguous(memory_format=_memory_format(channels_last))
+
+    def setup_context(ctx, inputs, output):
+        input, rois, spatial_scale, ph, pw, sampling_ratio, aligned, deterministic = inputs
+        ctx.save_for_backward(rois)
+        ctx.args = (spatial_scale, ph, pw, *input.shape, sampling_ratio, aligned,
+                    is_channels_last(input), deterministic)
+
+    def backward(ctx, grad):
+        (rois,) = ctx.saved_tensors
+        spatial_scale, ph, pw, n, c, h, w, sampling_ratio, aligned, channels_last, deterministic = ctx.args
+        grad_input = torch.ops.fastmask.roi_align_backward(
+            grad, rois, spatial_scale, ph, pw, n, c, h, w, sampling_ratio, aligned, channels_last,
+            deterministic or torch.are_deterministic_algorithms_enabled())
+        return grad_input, None, None, None, None, None, None, None
+
+    torch.library.register_autograd(_lib + "roi_align", backward, setup_context=setup_context)
+
+
+def _multi_level_roi_align():
+    @torch.library.register_fake(_lib + "multi_level_roi_align")
+    def _(features, rois, levels, spatial_scales, pooled_height, pooled_width, sampling_ratio, aligned,
+          deterministic=False):
+        first = features[0]
+        out = first.new_empty((rois.shape[0], first.shape[1], pooled_height, pooled_width))
+        return out.contiguous(memory_format=_memory_format(is_channels_last(first)))
+
+    @torch.library.register_fake(_lib + "multi_level_roi_align_backward")
+    def _(grad, rois, levels, spatial_scales, heights, widths, batch_size, channels, pooled_height,
+          pooled_width, sampling_ratio, aligned, channels_last, deterministic):
+        fmt = _memory_format(channels_last)
+        return [grad.new_empty((batch_size, channels, h, w)).contiguous(memory_format=fmt)
+                for h, w in zip(heights, widths)]
+
+    def setup_context(ctx, inputs, output):
+        features, rois, levels, spatial_scales, ph, pw, sampling_ratio, aligned, deterministic = inputs
+        ctx.save_for_backward(rois, levels)
+        ctx.args = (spatial_scales, [f.shape[2] for f in features], [f.shape[3] for f in features],
+                    features[0].shape[0], features[0].shape[1], ph, pw, sampling_ratio, aligned,
+                    is_channels_last(features[0]), deterministic)
+
+    def backward(ctx, grad):
+        rois, levels = ctx.saved_tensors
+        *args, deterministic = ctx.args
+        grads = torch.ops.fastmask.multi_level_roi_align_backward(
+            grad, rois, levels, *args, deterministic or torch.are_deterministic_algorithms_enabled())
+        return list(grads), None, None, None, None, None, None, None, None
+
+    torch.library.register_autograd(_lib + "multi_level_roi_align", backward, setup_context=setup_context)
+
+
+for _register in (_roi_align, _multi_level_roi_align):
+    _safely(_register)

@@ -1,0 +1,98 @@
+"""MultiScaleRoIAlign: a drop-in for ``torchvision.ops.MultiScaleRoIAlign`` that pools
+every FPN level in one kernel launch (no Python loop over levels, no per-level
+``torch.where`` / gather / scatter)."""
+import math
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from ._checks import check_boxes, check_features
+from .roi_align import convert_boxes_to_roi_format, roi_align
+
+__all__ = ["MultiScaleRoIAlign", "infer_scales", "map_levels"]
+
+
+def infer_scales(features: List[Tensor], image_shapes: List[Tuple[int, int]]) -> List[float]:
+    """Scale of each level: ``2 ** round(log2(feature height / padded image height))``, as torchvision."""
+    if not image_shapes:
+        raise ValueError("image_shapes must not be empty")
+    max_h = max(int(s[0]) for s in image_shapes)
+    scales = []
+    for f in features:
+        approx = float(f.shape[-2]) / float(max_h)
+        scales.append(2 ** float(torch.tensor(approx).log2().round()))
+    return scales
+
+
+def map_levels(boxes: Tensor, k_min: int, k_max: int, canonical_scale: int = 224,
+               canonical_level: int = 4, eps: float = 1e-6) -> Tensor:
+    """FPN level of each box (Eqn. 1 of the FPN paper) minus ``k_min``, computed with the same
+    tensor operations as torchvision's LevelMapper so the levels agree exactly."""
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    s = torch.sqrt(area)
+    lvls = torch.floor(canonical_level + torch.log2(s / canonical_scale) + torch.tensor(eps, dtype=s.dtype))
+    lvls = torch.clamp(lvls, min=k_min, max=k_max)
+    return lvls.to(torch.int64) - k_min
+
+
+class MultiScaleRoIAlign(nn.Module):
+    """Multi-level RoIAlign for FPN, as ``torchvision.ops.MultiScaleRoIAlign``: same constructor,
+    same call ``(features: Dict[str, Tensor], boxes: List[Tensor[L, 4]], image_shapes)``, same
+    level mapping (canonical scale 224, level 4, eps 1e-6, clamped to the available levels).
+
+    Differences: all levels are pooled by one kernel launch, forward and backward; scales are
+    inferred on every call from the shapes at hand (torchvision caches those of its first call).
+    """
+
+    def __init__(
+        self,
+        featmap_names: List[str],
+        output_size: Union[int, Tuple[int, int], List[int]],
+        sampling_ratio: int,
+        *,
+        canonical_scale: int = 224,
+        canonical_level: int = 4,
+        deterministic: Optional[bool] = None,
+    ):
+        super().__init__()
+        if isinstance(output_size, int):
+            output_size = (output_size, output_size)
+        self.featmap_names = featmap_names
+        self.sampling_ratio = sampling_ratio
+        self.output_size = tuple(output_size)
+        self.canonical_scale = canonical_scale
+        self.canonical_level = canonical_level
+        self.deterministic = deterministic
+        self.scales: Optional[List[float]] = None
+
+    def forward(self, x: Dict[str, Tensor], boxes: List[Tensor], image_shapes: List[Tuple[int, int]]) -> Tensor:
+        features = [v for k, v in x.items() if k in self.featmap_names]
+        if not features:
+            raise ValueError(f"none of featmap_names {self.featmap_names} is among the features {list(x)}")
+        for name, f in zip(self.featmap_names, features):
+            check_features(f, f"x[{name!r}]")
+        check_boxes(boxes)
+        if isinstance(boxes, Tensor):
+            raise TypeError("boxes must be a list of [L, 4] tensors, one per image")
+        self.scales = infer_scales(features, image_shapes)
+        if len(features) == 1:
+            return roi_align(features[0], boxes, self.output_size, self.scales[0], self.sampling_ratio,
+                             deterministic=self.deterministic)
+        if len(boxes) == 0:
+            return features[0].new_zeros((0, features[0].shape[1]) + self.output_size)
+        k_min = int(-math.log2(self.scales[0]))
+        k_max = int(-math.log2(self.scales[-1]))
+        rois = convert_boxes_to_roi_format(boxes)
+        levels = map_levels(rois[:, 1:], k_min, k_max, self.canonical_scale, self.canonical_level)
+        deterministic = torch.are_deterministic_algorithms_enabled() if self.deterministic is None else self.deterministic
+        return torch.ops.fastmask.multi_level_roi_align(
+            features, rois, levels, self.scales, self.output_size[0], self.output_size[1],
+            int(self.sampling_ratio), False, bool(deterministic),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}(featmap_names={self.featmap_names}, "
+            f"output_size={self.output_size}, sampling_ratio={self.sampling_ratio})"
+        )
