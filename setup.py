@@ -13,6 +13,31 @@ import sys
 
 from setuptools import find_packages, setup
 
+
+
+def _locate_cuda_home():
+    """torch finds the toolkit from CUDA_HOME, else from `which nvcc`. An nvcc that is a wrapper
+    script outside the toolkit (as /usr/local/bin/nvcc here) would point it at a folder without
+    the CUDA headers, so resolve the real toolkit first."""
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH"):
+        return
+    import shutil
+
+    candidates = []
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    candidates.append("/usr/local/cuda")
+    for home in candidates:
+        if os.path.exists(os.path.join(home, "include", "cuda_runtime.h")) and os.path.exists(
+            os.path.join(home, "bin", "nvcc")
+        ):
+            os.environ["CUDA_HOME"] = home
+            return
+
+
+_locate_cuda_home()
+
 try:
     import torch
     from torch.utils import cpp_extension
@@ -82,7 +107,8 @@ def build_extension():
     with_cuda, cuda_reason = want_cuda()
     debug = os.environ.get("FASTMASK_DEBUG", "0") == "1"
     sources = [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "**", "*.cpp"), recursive=True))]
-    cuda_bindings = [s for s in sources if s.endswith("_cuda.cpp")]
+    # CUDA bindings (*_cuda_ops.cpp) compile with the host compiler, only in CUDA builds.
+    cuda_bindings = [s for s in sources if s.endswith("_cuda_ops.cpp")]
     sources = [s for s in sources if s not in cuda_bindings]
     define_macros = [("FASTMASK_TORCH_VERSION", f'"{torch.__version__}"')]
     opt = ["-O0", "-g"] if debug else ["-O3"]
@@ -91,19 +117,23 @@ def build_extension():
         cxx.append("-fopenmp")  # at::parallel_for's OpenMP backend is inlined into our code
     extra_link = ["-fopenmp"] if sys.platform.startswith("linux") else []
     archs = ""
-    include_dirs = []
+    extra_includes = []
     if with_cuda:
         archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or DEFAULT_ARCHS
         os.environ["TORCH_CUDA_ARCH_LIST"] = archs
         sources += cuda_bindings
         sources += [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "**", "*.cu"), recursive=True))]
-        include_dirs += extra_cuda_includes()
+        extra_includes = extra_cuda_includes()
+        # Searched after the toolkit's own headers, so only what the toolkit lacks comes from there.
+        for d in extra_includes:
+            cxx += ["-idirafter", d]
         define_macros += [
             ("FASTMASK_WITH_CUDA", None),
             ("FASTMASK_CUDA_VERSION", f'"{cuda_version(find_nvcc())}"'),
             ("FASTMASK_CUDA_ARCHS", f'"{archs}"'),
         ]
-        nvcc = (["-O0", "-G", "-g"] if debug else ["-O3", "-lineinfo"])
+        # -fmad=false: no contracted multiply-adds, so device arithmetic equals the CPU kernels bit for bit.
+        nvcc = (["-O0", "-G", "-g"] if debug else ["-O3", "-lineinfo"]) + ["-fmad=false"]
         extension = cpp_extension.CUDAExtension
         extra_compile_args = {"cxx": cxx, "nvcc": nvcc}
     else:
@@ -115,7 +145,7 @@ def build_extension():
     print(f"  torch               {torch.__version__} (CUDA {torch.version.cuda})")
     print(f"  CUDA kernels        {cuda_reason}")
     print(f"  TORCH_CUDA_ARCH_LIST {archs or '-'}")
-    print(f"  extra CUDA includes {include_dirs or '-'}")
+    print(f"  extra CUDA includes {extra_includes or '-'}")
     print(f"  MAX_JOBS            {os.environ.get('MAX_JOBS', '(ninja default)')}")
     print(f"  debug               {debug}")
     print(f"  sources             {len(sources)}")
@@ -124,7 +154,7 @@ def build_extension():
     return extension(
         name="fastmask._C",
         sources=sources,
-        include_dirs=[os.path.join(ROOT, "csrc")] + include_dirs,
+        include_dirs=[os.path.join(ROOT, "csrc")],
         define_macros=define_macros,
         extra_compile_args=extra_compile_args,
         extra_link_args=extra_link,

@@ -1,6 +1,7 @@
 #include "roi_align.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/DeviceGuard.h>
 #include <c10/util/irange.h>
 
 #include <cmath>
@@ -134,6 +135,7 @@ at::Tensor multi_level_roi_align_forward(const RoIAlignBackend& backend, at::Ten
                       "fastmask.multi_level_roi_align: every feature level must be on the same device");
   }
   scalar_kind(first.scalar_type(), "input");
+  const c10::OptionalDeviceGuard device_guard(first.device());
 
   RoIAlignParams p;
   const at::Tensor rois_acc =
@@ -177,12 +179,13 @@ std::vector<at::Tensor> multi_level_roi_align_backward(
                     "fastmask.roi_align_backward: grad must have shape [K, C, PH, PW] = [",
                     rois.size(0), ", ", channels, ", ", pooled_height, ", ", pooled_width, "], got ",
                     grad.sizes());
+  const c10::OptionalDeviceGuard device_guard(grad.device());
   RoIAlignParams p;
   const at::Tensor rois_acc =
       fill_common(p, backend, rois, levels, spatial_scales, grad.scalar_type(), grad.device(),
                   batch_size, channels, pooled_height, pooled_width, sampling_ratio, aligned);
-  p.channels_last = channels_last;
-  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  p.channels_last = channels_last || backend.channels_last_gradient;
+  const auto format = p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const auto acc_options = grad.options().dtype(acc_type(grad.scalar_type())).memory_format(format);
   std::vector<at::Tensor> grads(heights.size());
   for (const auto l : c10::irange(heights.size())) {
@@ -199,14 +202,19 @@ std::vector<at::Tensor> multi_level_roi_align_backward(
   bool empty = grad.numel() == 0;
   for (const auto& g : grads) empty = empty || g.numel() == 0;
   if (!empty) backend.backward(p);
-  for (auto& g : grads) g = g.to(grad.scalar_type());
+  const auto requested = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  for (auto& g : grads) g = g.to(grad.scalar_type()).contiguous(requested);
   return grads;
 }
 
 namespace {
 
 RoIAlignBackend cpu_backend(bool /*deterministic: the CPU kernels always are*/) {
-  return {roi_align_forward_cpu, roi_align_backward_cpu, /*check_indices=*/true};
+  RoIAlignBackend b;
+  b.forward = roi_align_forward_cpu;
+  b.backward = roi_align_backward_cpu;
+  b.check_indices = true;
+  return b;
 }
 
 }  // namespace

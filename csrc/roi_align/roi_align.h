@@ -19,7 +19,10 @@ struct RoIAlignBackend {
   RoIAlignKernel backward;
   // CPU checks batch and level indices up front and raises; the CUDA path
   // cannot without a host sync, so its kernels write zeros for such RoIs.
-  bool check_indices;
+  bool check_indices = false;
+  // Kernels that accumulate the feature gradient channels_last whatever the
+  // features' layout (the result is converted back at the end).
+  bool channels_last_gradient = false;
 };
 
 at::Tensor multi_level_roi_align_forward(const RoIAlignBackend& backend, at::TensorList features,

@@ -1,5 +1,5 @@
 // The RoIAlign ops of the `fastmask` library, written once over a backend and
-// registered per dispatch key (CPU in roi_align.cpp, CUDA in roi_align_cuda.cpp).
+// registered per dispatch key (CPU in roi_align.cpp, CUDA in roi_align_cuda_ops.cpp).
 #pragma once
 
 #include <torch/library.h>

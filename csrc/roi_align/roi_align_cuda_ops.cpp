@@ -1,0 +1,47 @@
+// CUDA registration of the RoIAlign ops: device guard, current stream, and a
+// check of every launch.
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "roi_align_cuda.h"
+#include "roi_align_registration.h"
+
+namespace fastmask {
+namespace {
+
+void check_launch(cudaError_t err, const char* what) {
+  TORCH_CHECK(err == cudaSuccess, "fastmask.", what, ": CUDA kernel launch failed: ",
+              cudaGetErrorString(err),
+              err == cudaErrorNoKernelImageForDevice || err == cudaErrorInvalidDeviceFunction
+                  ? " (this build has no kernels for this GPU's architecture; rebuild with "
+                    "TORCH_CUDA_ARCH_LIST including it, see python -m fastmask.collect_env)"
+                  : "");
+}
+
+void forward(const RoIAlignParams& p) {
+  check_launch(roi_align_forward_cuda(p, c10::cuda::getCurrentCUDAStream()), "roi_align");
+}
+
+void backward(const RoIAlignParams& p) {
+  check_launch(roi_align_backward_cuda(p, false, c10::cuda::getCurrentCUDAStream()), "roi_align_backward");
+}
+
+void backward_deterministic(const RoIAlignParams& p) {
+  check_launch(roi_align_backward_cuda(p, true, c10::cuda::getCurrentCUDAStream()), "roi_align_backward");
+}
+
+RoIAlignBackend cuda_backend(bool deterministic) {
+  RoIAlignBackend b;
+  b.forward = forward;
+  b.backward = deterministic ? backward_deterministic : backward;
+  b.check_indices = false;
+  // The deterministic kernel's threads own channels: it accumulates channels_last.
+  b.channels_last_gradient = deterministic;
+  return b;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastmask, CUDA, m) { RoIAlignOps<cuda_backend>::register_impls(m); }
+
+}  // namespace fastmask
