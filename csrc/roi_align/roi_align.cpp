@@ -189,7 +189,8 @@ std::vector<at::Tensor> multi_level_roi_align_backward(
   const auto acc_options = grad.options().dtype(acc_type(grad.scalar_type())).memory_format(format);
   std::vector<at::Tensor> grads(heights.size());
   for (const auto l : c10::irange(heights.size())) {
-    grads[l] = at::zeros({batch_size, channels, heights[l], widths[l]}, acc_options);
+    // at::empty honours the memory format in the options (at::zeros does not).
+    grads[l] = at::empty({batch_size, channels, heights[l], widths[l]}, acc_options).zero_();
     p.levels[l].grad_features = grads[l].data_ptr();
     p.levels[l].height = heights[l];
     p.levels[l].width = widths[l];

@@ -1,0 +1,33 @@
+import pytest
+import torch
+
+import fastmask  # noqa: F401  (loads the ops)
+
+HAS_CUDA = torch.cuda.is_available() and fastmask._C.with_cuda
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason="needs a CUDA device and a CUDA build of fastmask")
+    for item in items:
+        if "cuda" in item.keywords and not HAS_CUDA:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def seed(request):
+    """A fresh seed per test, printed so a failure can be reproduced."""
+    s = torch.randint(0, 2**31 - 1, (1,)).item()
+    torch.manual_seed(s)
+    print(f"seed={s}")
+    return s
+
+
+def random_rois(num, batch, height, width, scale=1.0, dtype=torch.float32, spread=1.3, device="cpu"):
+    """Boxes in image coordinates (feature size / scale), some partly outside the map."""
+    h, w = height / scale, width / scale
+    x1 = (torch.rand(num) * spread - (spread - 1) / 2) * w
+    y1 = (torch.rand(num) * spread - (spread - 1) / 2) * h
+    bw = torch.rand(num) * w * 0.6
+    bh = torch.rand(num) * h * 0.6
+    b = torch.randint(0, batch, (num,)).float()
+    return torch.stack([b, x1, y1, x1 + bw, y1 + bh], 1).to(dtype=dtype, device=device)
