@@ -80,6 +80,8 @@ int main() {
   const auto& op = *handle;
   check(true, "schema found: " + c10::str(op.schema()));
   check(op.hasKernelForDispatchKey(c10::DispatchKey::CPU), "a CPU kernel is registered");
+  std::printf("[info] CUDA kernel registered: %s (FASTMASK_CUDA builds only; not tested here)\n",
+              op.hasKernelForDispatchKey(c10::DispatchKey::CUDA) ? "yes" : "no");
 
   // Input [1, 2, 4, 4]: channel 0 = arange(16), channel 1 = arange(16)^2.
   const at::Tensor base = at::arange(H * W, at::kFloat).reshape({1, 1, H, W});

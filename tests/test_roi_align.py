@@ -28,9 +28,12 @@ def run_both(x, rois, output_size, scale, sampling_ratio, aligned, layout=torch.
 @pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("sampling_ratio", [-1, 0, 1, 2, 3])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_matches_torchvision_bitwise(seed, dtype, aligned, sampling_ratio, layout):
-    x = torch.randn(2, 5, 13, 17, dtype=dtype)
-    rois = random_rois(24, 2, 13, 17, scale=0.5, dtype=dtype)
+@pytest.mark.parametrize("channels,num_rois", [(5, 24), (16, 24), (16, 1)])
+def test_matches_torchvision_bitwise(seed, dtype, aligned, sampling_ratio, layout, channels, num_rois):
+    # (16, 24): the NCHW forward transposes to channels_last (many samples per pixel);
+    # (5, 24) and (16, 1): it gathers from the NCHW planes directly.
+    x = torch.randn(2, channels, 13, 17, dtype=dtype)
+    rois = random_rois(num_rois, 2, 13, 17, scale=0.5, dtype=dtype)
     out_f, out_t, g_f, g_t = run_both(x, rois, (4, 3), 0.5, sampling_ratio, aligned, layout)
     assert torch.equal(out_f, out_t)
     assert torch.equal(g_f, g_t)

@@ -11,6 +11,7 @@
 //    vectorised; forward threads own RoIs, backward threads own channel blocks.
 // Per gradient element, contributions are added in torchvision's order (RoI,
 // bin, sample, tap), so results are deterministic and equal torchvision's.
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -116,15 +117,18 @@ void forward_nchw(const RoIAlignParams& p, const std::vector<RoITaps<A>>& taps) 
   });
 }
 
+// Reads channels_last features; writes the output channels_last, or NCHW when
+// `nchw_output` (the NCHW path may transpose its input and come here).
 template <typename T, typename A>
-void forward_nhwc(const RoIAlignParams& p, const std::vector<RoITaps<A>>& taps) {
+void forward_nhwc(const RoIAlignParams& p, const std::vector<RoITaps<A>>& taps, bool nchw_output) {
   const int64_t C = p.channels, PH = p.pooled_height, PW = p.pooled_width;
+  const int64_t c_stride = nchw_output ? PH * PW : 1, bin_stride = nchw_output ? 1 : C;
   T* out = static_cast<T*>(p.output);
   at::parallel_for(0, p.num_rois, 1, [&](int64_t k_begin, int64_t k_end) {
     std::vector<A> acc(C);
     for (int64_t k = k_begin; k < k_end; ++k) {
       const RoITaps<A>& t = taps[k];
-      T* o = out + k * PH * PW * C;  // [PH, PW, C] block of RoI k
+      T* o = out + k * PH * PW * C;  // output block of RoI k
       if (!t.geometry.valid) {
         std::fill(o, o + PH * PW * C, T(0));
         continue;
@@ -150,13 +154,13 @@ void forward_nhwc(const RoIAlignParams& p, const std::vector<RoITaps<A>>& taps) 
                         w3 * static_cast<A>(p3[c]) + w4 * static_cast<A>(p4[c]);
             }
           }
-          T* ob = o + (ph * PW + pw) * C;
+          T* ob = o + (ph * PW + pw) * bin_stride;
           const A count = t.geometry.count;
 #pragma omp simd
           for (int64_t c = 0; c < C; ++c) {
             A v = a[c];
             v /= count;
-            ob[c] = static_cast<T>(v);
+            ob[c * c_stride] = static_cast<T>(v);
           }
         }
     }
@@ -245,13 +249,35 @@ void backward_nhwc(const RoIAlignParams& p, const std::vector<RoITaps<A>>& taps)
   });
 }
 
+// NCHW forward: when RoIs read each pixel many times over (the usual detection
+// case), transposing the features to channels_last once and running the
+// vectorised channels-innermost kernel is several times faster than gathering
+// from NCHW planes. Few or small RoIs keep the direct NCHW kernel.
+template <typename T, typename A>
+bool worth_transposing(const RoIAlignParams& p, const std::vector<RoITaps<A>>& taps) {
+  if (p.channels < 8) return false;
+  int64_t samples = 0, pixels = 0;
+  for (const auto& t : taps) samples += static_cast<int64_t>(t.y_taps.size() * t.x_taps.size());
+  for (int l = 0; l < p.num_levels; ++l) pixels += p.batch_size * p.levels[l].height * p.levels[l].width;
+  return 4 * samples > pixels;  // four taps per sample vs one transposed read+write per pixel
+}
+
 template <typename T, typename A>
 void run_forward(const RoIAlignParams& p) {
   const auto taps = roi_taps<A>(p);
-  if (p.channels_last)
-    forward_nhwc<T, A>(p, taps);
-  else
-    forward_nchw<T, A>(p, taps);
+  if (p.channels_last) return forward_nhwc<T, A>(p, taps, /*nchw_output=*/false);
+  if (!worth_transposing<T, A>(p, taps)) return forward_nchw<T, A>(p, taps);
+  RoIAlignParams transposed = p;
+  std::vector<at::Tensor> buffers(p.num_levels);
+  for (int l = 0; l < p.num_levels; ++l) {
+    const RoIAlignLevel& lv = p.levels[l];
+    const at::Tensor nchw = at::from_blob(const_cast<void*>(lv.features),
+                                          {p.batch_size, p.channels, lv.height, lv.width},
+                                          at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+    buffers[l] = nchw.contiguous(at::MemoryFormat::ChannelsLast);
+    transposed.levels[l].features = buffers[l].const_data_ptr();
+  }
+  forward_nhwc<T, A>(transposed, taps, /*nchw_output=*/true);
 }
 
 template <typename T, typename A>

@@ -1,0 +1,254 @@
+"""fastmask vs torchvision, same inputs, same run: the main job.
+
+    python benchmarks/compare.py                 # every op, default detection workload
+    python benchmarks/compare.py --op roi_align  # one op (substring match on the op name)
+    python benchmarks/compare.py --device cpu --repeats 20
+
+Prints a table (op, workload, torchvision ms, fastmask ms, speed-up, max |difference|) and
+writes <device>-<date>.{md,json,png} under benchmarks/results/. Times are medians of
+--repeats runs after warm-up (CUDA: CUDA events; CPU: perf_counter).
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from typing import Callable, List
+
+import torch
+import torchvision
+
+import fastmask
+from fastmask.ops import MultiScaleRoIAlign, roi_align
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@dataclass
+class Row:
+    op: str
+    workload: str
+    torchvision_ms: float
+    fastmask_ms: float
+    speedup: float
+    max_abs_diff: float
+
+
+@dataclass
+class Case:
+    op: str
+    workload: str
+    torchvision: Callable[[], torch.Tensor]
+    fastmask: Callable[[], torch.Tensor]
+
+
+def time_ms(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end))
+    else:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(samples)
+
+
+def detection_rois(num, batch, image_hw, device, seed=0):
+    """Proposal-like boxes: log-uniform sizes from 16 px to the image, anywhere in it."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = image_hw
+    size = torch.exp(torch.rand(num, 2, generator=g) * (torch.log(torch.tensor(float(max(h, w)))) - 2.77) + 2.77)
+    xy = torch.rand(num, 2, generator=g) * torch.tensor([w, h]) - size / 4
+    idx = torch.randint(0, batch, (num, 1), generator=g).float()
+    return torch.cat([idx, xy, xy + size], 1).to(device)
+
+
+def roi_align_cases(device, dtype, channels_last):
+    # The detection workload: 2 x 256 x 200 x 200 (P2 of an 800 x 800 image), 1000 RoIs, 7 x 7,
+    # sampling_ratio 2, aligned, spatial_scale 1/4.
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 256, 200, 200, generator=g).to(device=device, dtype=dtype)
+    rois = detection_rois(1000, 2, (800, 800), device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x_f = x.contiguous(memory_format=fmt)
+    layout = "channels_last" if channels_last else "NCHW"
+    dt = str(dtype).replace("torch.", "")
+    work = f"2x256x200x200 {layout} {dt}, 1000 RoIs, 7x7, sr=2"
+    cases = [
+        Case("roi_align forward", work,
+             lambda: torchvision.ops.roi_align(x_f, rois, 7, 0.25, 2, True),
+             lambda: roi_align(x_f, rois, 7, 0.25, 2, True)),
+    ]
+    grad = torch.randn(1000, 256, 7, 7, generator=g).to(device=device, dtype=dtype)
+    tv_bwd = lambda: torch.ops.torchvision._roi_align_backward(grad, rois, 0.25, 7, 7, 2, 256, 200, 200, 2, True)  # noqa: E731
+    cases.append(Case("roi_align backward", work, tv_bwd,
+                      lambda: torch.ops.fastmask.roi_align_backward(
+                          grad, rois, 0.25, 7, 7, 2, 256, 200, 200, 2, True, channels_last, False)))
+    if device.type == "cuda":
+        cases.append(Case("roi_align backward (deterministic)", work, tv_bwd,
+                          lambda: torch.ops.fastmask.roi_align_backward(
+                              grad, rois, 0.25, 7, 7, 2, 256, 200, 200, 2, True, channels_last, True)))
+    if device.type == "cuda" and not channels_last:
+        m_rois = detection_rois(512, 2, (800, 800), device, seed=2)
+        work14 = f"2x256x200x200 NCHW {dt}, 512 RoIs, 14x14, sr=2 (mask head)"
+        cases.append(Case("roi_align forward", work14,
+                          lambda: torchvision.ops.roi_align(x, m_rois, 14, 0.25, 2, True),
+                          lambda: roi_align(x, m_rois, 14, 0.25, 2, True)))
+    return cases
+
+
+def multiscale_cases(device, dtype):
+    # torchvision's Mask R-CNN box head: FPN P2-P5 of a batch of 2 images padded to 800 x 1216,
+    # 1000 proposals per image (eval), 7 x 7, sampling_ratio 2.
+    g = torch.Generator().manual_seed(3)
+    feats = OrderedDict()
+    for name, stride in (("0", 4), ("1", 8), ("2", 16), ("3", 32)):
+        feats[name] = torch.randn(2, 256, 800 // stride, 1216 // stride, generator=g).to(device=device, dtype=dtype)
+    image_shapes = [(800, 1216), (800, 1066)]
+    rois = detection_rois(2000, 2, (800, 1216), device, seed=4)
+    boxes = [rois[rois[:, 0] == i, 1:] for i in range(2)]
+    names = list(feats)
+    ours = MultiScaleRoIAlign(names, 7, 2)
+    theirs = torchvision.ops.MultiScaleRoIAlign(names, 7, 2)
+    leaves_f = OrderedDict((k, v.clone().requires_grad_()) for k, v in feats.items())
+    leaves_t = OrderedDict((k, v.clone().requires_grad_()) for k, v in feats.items())
+    dt = str(dtype).replace("torch.", "")
+    work = f"P2-P5 of 2x256x800x1216 {dt}, 2000 RoIs, 7x7, sr=2"
+    grad = torch.randn(2000, 256, 7, 7, generator=g).to(device=device, dtype=dtype)
+
+    def fwd_bwd(module, leaves):
+        def run():
+            out = module(leaves, boxes, image_shapes)
+            torch.autograd.grad(out, list(leaves.values()), grad)
+            return out
+        return run
+
+    return [
+        Case("MultiScaleRoIAlign forward", work,
+             lambda: theirs(feats, boxes, image_shapes), lambda: ours(feats, boxes, image_shapes)),
+        Case("MultiScaleRoIAlign forward+backward", work, fwd_bwd(theirs, leaves_t), fwd_bwd(ours, leaves_f)),
+    ]
+
+
+def all_cases(device: torch.device) -> List[Case]:
+    cases = roi_align_cases(device, torch.float32, False) + roi_align_cases(device, torch.float32, True)
+    if device.type == "cuda":
+        cases += roi_align_cases(device, torch.bfloat16, False) + roi_align_cases(device, torch.bfloat16, True)
+    return cases + multiscale_cases(device, torch.float32)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, text=True).strip()
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def plot(rows: List[Row], path: str, title: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no plot)")
+        return
+    labels = [f"{r.op}\n{r.workload}" for r in rows]
+    fig, ax = plt.subplots(figsize=(10, 0.55 * len(rows) + 1.5))
+    ys = range(len(rows))
+    ax.barh([y + 0.2 for y in ys], [r.torchvision_ms for r in rows], 0.4, label="torchvision", color="#999999")
+    ax.barh([y - 0.2 for y in ys], [r.fastmask_ms for r in rows], 0.4, label="fastmask", color="#1f77b4")
+    for y, r in zip(ys, rows):
+        ax.text(max(r.torchvision_ms, r.fastmask_ms) * 1.02, y, f"{r.speedup:.1f}x", va="center", fontsize=8)
+    ax.set_yticks(list(ys))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("median time (ms, log scale)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--op", default="", help="only ops whose name contains this")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (default: 5 CPU, 50 CUDA)")
+    parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--out", default=os.path.join(HERE, "results"), help="folder for the table, raw numbers and plot")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    repeats = args.repeats or (50 if device.type == "cuda" else 5)
+    warmup = args.warmup if args.warmup is not None else (10 if device.type == "cuda" else 1)
+
+    cases = [c for c in all_cases(device) if args.op.lower() in c.op.lower()]
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        def tqdm(x, **_):
+            return x
+
+    rows = []
+    for case in tqdm(cases, desc="benchmarking", unit="case", file=sys.stderr):
+        with torch.no_grad() if "backward" not in case.op else torch.enable_grad():
+            ref, ours = case.torchvision(), case.fastmask()
+            diff = (ours.float() - ref.float()).abs().max().item() if ref.numel() else 0.0
+            t_tv = time_ms(case.torchvision, device, repeats, warmup)
+            t_fm = time_ms(case.fastmask, device, repeats, warmup)
+        rows.append(Row(case.op, case.workload, t_tv, t_fm, t_tv / t_fm, diff))
+
+    meta = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "fastmask_commit": git_commit(),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "repeats": repeats,
+        "warmup": warmup,
+    }
+    header = "| op | workload | torchvision ms | fastmask ms | speed-up | max abs diff |\n|---|---|---:|---:|---:|---:|\n"
+    table = header + "".join(
+        f"| {r.op} | {r.workload} | {r.torchvision_ms:.2f} | {r.fastmask_ms:.2f} | {r.speedup:.2f}x | {r.max_abs_diff:.2e} |\n"
+        for r in rows
+    )
+    title = f"{meta['device']} | torch {meta['torch']} | fastmask {meta['fastmask_commit']} | {meta['date']}"
+    print(f"\n{title}\n\n{table}")
+
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, f"{device.type}-{datetime.date.today().isoformat()}")
+    with open(stem + ".md", "w") as f:
+        f.write(f"# fastmask vs torchvision\n\n{title}\n\nMedian of {repeats} runs after {warmup} warm-up.\n\n{table}")
+    with open(stem + ".json", "w") as f:
+        json.dump({"meta": meta, "rows": [asdict(r) for r in rows]}, f, indent=2)
+    plot(rows, stem + ".png", title)
+    print(f"wrote {stem}.md, .json, .png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Build and runtime facts for a bug report: python -m fastmask.collect_env"""
+import os
+import platform
+import sys
+
+
+def _arch_covered(archs: str, major: int, minor: int) -> str:
+    """Whether kernels compiled for `archs` (TORCH_CUDA_ARCH_LIST syntax) run on sm_<major><minor>."""
+    entries = [a.strip() for a in archs.replace(",", ";").replace(" ", ";").split(";") if a.strip()]
+    cubins, ptx = set(), []
+    for e in entries:
+        base = e.replace("+PTX", "")
+        try:
+            ma, mi = (int(v) for v in base.split("."))
+        except ValueError:
+            continue
+        cubins.add((ma, mi))
+        if e.endswith("+PTX"):
+            ptx.append((ma, mi))
+    if (major, minor) in cubins or any(ma == major and mi <= minor for ma, mi in cubins):
+        return "yes (compiled for it)"
+    if any((ma, mi) <= (major, minor) for ma, mi in ptx):
+        return "yes (PTX, JIT-compiled on first use)"
+    return "NO: rebuild with TORCH_CUDA_ARCH_LIST including %d.%d" % (major, minor)
+
+
+def collect() -> dict:
+    import torch
+
+    info = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torch CUDA": torch.version.cuda,
+        "CUDA available": torch.cuda.is_available(),
+        "threads": torch.get_num_threads(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+    }
+    try:
+        import torchvision
+
+        info["torchvision"] = torchvision.__version__
+    except ImportError:
+        info["torchvision"] = None
+    try:
+        import fastmask
+
+        ext = fastmask._C
+        info.update(
+            {
+                "fastmask": fastmask.__version__,
+                "fastmask location": os.path.dirname(fastmask.__file__),
+                "fastmask built against torch": ext.torch_version,
+                "fastmask CUDA kernels": ext.with_cuda,
+                "fastmask CUDA version": ext.cuda_version or None,
+                "fastmask CUDA archs": ext.cuda_archs or None,
+                "fastmask OpenMP": ext.openmp,
+                "fastmask ops": sorted(
+                    name for name in dir(torch.ops.fastmask) if not name.startswith("_") and name not in ("name",)
+                ),
+            }
+        )
+    except Exception as exc:  # noqa: BLE001 - the report must print even when the import fails
+        info["fastmask"] = f"IMPORT FAILED: {exc}"
+        ext = None
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            major, minor = torch.cuda.get_device_capability(i)
+            line = f"{torch.cuda.get_device_name(i)} (sm_{major}{minor})"
+            if ext is not None and ext.with_cuda:
+                line += ", fastmask kernels: " + _arch_covered(ext.cuda_archs, major, minor)
+            info[f"GPU {i}"] = line
+    return info
+
+
+def main() -> None:
+    for key, value in collect().items():
+        print(f"{key:30s} {value}")
+
+
+if __name__ == "__main__":
+    main()
