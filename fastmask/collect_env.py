@@ -24,6 +24,16 @@ def _arch_covered(archs: str, major: int, minor: int) -> str:
     return "NO: rebuild with TORCH_CUDA_ARCH_LIST including %d.%d" % (major, minor)
 
 
+def _registered_ops(torch) -> list:
+    """Ops in the dispatcher under the fastmask namespace, with the backends that have kernels."""
+    names = sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith("fastmask::"))
+    ops = []
+    for name in names:
+        keys = [k for k in ("CPU", "CUDA") if torch._C._dispatch_has_kernel_for_dispatch_key(name, k)]
+        ops.append(f"{name.split('::', 1)[1]} ({', '.join(keys) or 'no kernel'})")
+    return ops
+
+
 def collect() -> dict:
     import torch
 
@@ -55,9 +65,7 @@ def collect() -> dict:
                 "fastmask CUDA version": ext.cuda_version or None,
                 "fastmask CUDA archs": ext.cuda_archs or None,
                 "fastmask OpenMP": ext.openmp,
-                "fastmask ops": sorted(
-                    name for name in dir(torch.ops.fastmask) if not name.startswith("_") and name not in ("name",)
-                ),
+                "fastmask ops": _registered_ops(torch),
             }
         )
     except Exception as exc:  # noqa: BLE001 - the report must print even when the import fails
