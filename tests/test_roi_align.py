@@ -50,9 +50,8 @@ def test_box_list_format_equals_tensor_format(seed):
     assert torch.equal(out, ref)
 
 
-def test_edge_case_boxes(seed):
-    x = torch.randn(2, 3, 8, 9, dtype=torch.float64)
-    rois = torch.tensor(
+def edge_case_rois(dtype=torch.float64):
+    return torch.tensor(
         [
             [0, -20, -20, -10, -10],  # wholly outside (top-left)
             [1, 50, 50, 60, 70],  # wholly outside (bottom-right)
@@ -63,8 +62,13 @@ def test_edge_case_boxes(seed):
             [0, 7.5, 6.5, 8.9, 7.9],  # at the far border
             [1, -1, -1, 0, 0],  # at the near border
         ],
-        dtype=torch.float64,
+        dtype=dtype,
     )
+
+
+def test_edge_case_boxes(seed):
+    x = torch.randn(2, 3, 8, 9, dtype=torch.float64)
+    rois = edge_case_rois()
     for aligned in (False, True):
         for sr in (-1, 2):
             out_f, out_t, g_f, g_t = run_both(x, rois, 3, 1.0, sr, aligned)
@@ -294,6 +298,29 @@ def test_cuda_backward_deterministic_equals_cpu_and_atomic_is_close(seed, layout
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("sampling_ratio", [-1, 2])
+def test_cuda_edge_case_boxes_equal_cpu(seed, aligned, sampling_ratio):
+    # Includes boxes outside the map, zero-size and inverted boxes (which sample, in aligned
+    # mode with a fixed sampling_ratio) and boxes at the borders.
+    x = torch.randn(2, 40, 8, 9, dtype=torch.float64)
+    rois = torch.cat([edge_case_rois(), random_rois(30, 2, 8, 9, dtype=torch.float64)])
+    g = torch.randn(rois.shape[0], 40, 3, 3, dtype=torch.float64)
+    xc = x.clone().requires_grad_()
+    out_c = roi_align(xc, rois, 3, 1.0, sampling_ratio, aligned)
+    out_c.backward(g)
+    for deterministic in (True, False):
+        xg = x.cuda().requires_grad_()
+        out_g = roi_align(xg, rois.cuda(), 3, 1.0, sampling_ratio, aligned, deterministic=deterministic)
+        out_g.backward(g.cuda())
+        assert torch.equal(out_g.cpu(), out_c)
+        if deterministic:
+            assert torch.equal(xg.grad.cpu(), xc.grad)
+        else:
+            torch.testing.assert_close(xg.grad.cpu(), xc.grad)
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cuda_half_types(seed, dtype):
     x = torch.randn(2, 16, 12, 12, device="cuda").to(dtype)
@@ -315,3 +342,9 @@ def test_cuda_opcheck(seed):
     x = torch.randn(2, 3, 9, 8, device="cuda", requires_grad=True)
     rois = random_rois(6, 2, 9, 8, device="cuda")
     torch.library.opcheck(torch.ops.fastmask.roi_align.default, (x, rois, 1.0, 3, 2, 2, True, False))
+
+
+def test_fractional_batch_index_truncates_like_torchvision():
+    x = torch.randn(2, 3, 8, 8)
+    rois = torch.tensor([[-0.5, 1, 1, 5, 5], [1.9, 1, 1, 5, 5]])
+    assert torch.equal(roi_align(x, rois, 2), tv_roi_align(x, rois, 2))

@@ -160,6 +160,16 @@ __global__ void backward_atomic_kernel(const RoIAlignParams p, int64_t total) {
   }
 }
 
+// Whether samples in the span [start, start + extent] (extent may be negative:
+// inverted boxes in aligned mode) can touch rows [y0, y1). Conservative by two
+// rows each side, covering the clamping of samples to the map and rounding.
+__device__ __forceinline__ bool rows_may_meet(double start, double extent, int64_t y0, int64_t y1) {
+  const double end = start + extent;
+  const double top = floor(start < end ? start : end) - 2;
+  const double bottom = floor(start < end ? end : start) + 2;
+  return !(bottom < y0 || top >= y1);
+}
+
 struct BandTable {
   int64_t first_block[kMaxLevels + 1];  // blocks of level l: [first_block[l], first_block[l+1])
   int64_t bands[kMaxLevels];            // bands per image of level l
@@ -185,32 +195,32 @@ __global__ void backward_deterministic_kernel(const RoIAlignParams p, const Band
   const T* grad_out = static_cast<const T*>(p.grad_output);
   const int64_t* gs = p.grad_output_strides;
 
-  for (int64_t k = 0; k < p.num_rois; ++k) {
-    int64_t roi_level;
-    const RoIGeometry<A> g = geometry_of<A>(p, k, roi_level);
-    if (!g.valid || roi_level != level || g.batch != n) continue;
-    // Rows this RoI can touch (conservative); skip RoIs that miss the band.
-    const double top = floor(static_cast<double>(g.start_h)) - 1;
-    const double bottom = floor(static_cast<double>(g.start_h) + static_cast<double>(g.bin_h) * p.pooled_height) + 1;
-    if (bottom < y0 || top >= y1) continue;
-    const A count = static_cast<A>(g.grid_h * g.grid_w);
-    for (int64_t ph = 0; ph < p.pooled_height; ++ph) {
-      int64_t iy0, iy1, ix0, ix1;
-      sample_range(g.start_h, ph, g.bin_h, g.grid_h, H, iy0, iy1);
-      for (int64_t pw = 0; pw < p.pooled_width; ++pw) {
-        sample_range(g.start_w, pw, g.bin_w, g.grid_w, W, ix0, ix1);
-        for (int64_t iy = iy0; iy < iy1; ++iy) {
-          AxisTap<A> ty;
-          if (!axis_tap(sample_coordinate(g.start_h, ph, g.bin_h, iy, g.grid_h), H, ty)) continue;
-          const bool low_in = ty.low >= y0 && ty.low < y1;
-          const bool high_in = ty.high >= y0 && ty.high < y1;
-          if (!low_in && !high_in) continue;
-          for (int64_t ix = ix0; ix < ix1; ++ix) {
-            AxisTap<A> tx;
-            if (!axis_tap(sample_coordinate(g.start_w, pw, g.bin_w, ix, g.grid_w), W, tx)) continue;
-            const A w1 = ty.hw * tx.hw, w2 = ty.hw * tx.lw, w3 = ty.lw * tx.hw, w4 = ty.lw * tx.lw;
-            for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-              const A go = Scalar<T>::load(grad_out[k * gs[0] + c * gs[1] + ph * gs[2] + pw * gs[3]]);
+  // Threads own channels; per element the additions run over (RoI, bin, sample, tap) in order.
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    for (int64_t k = 0; k < p.num_rois; ++k) {
+      int64_t roi_level;
+      const RoIGeometry<A> g = geometry_of<A>(p, k, roi_level);
+      if (!g.valid || roi_level != level || g.batch != n) continue;
+      if (!rows_may_meet(g.start_h, g.bin_h * p.pooled_height, y0, y1)) continue;
+      const A count = static_cast<A>(g.grid_h * g.grid_w);
+      const T* go_roi = grad_out + k * gs[0] + c * gs[1];
+      for (int64_t ph = 0; ph < p.pooled_height; ++ph) {
+        if (!rows_may_meet(g.start_h + ph * g.bin_h, g.bin_h, y0, y1)) continue;
+        int64_t iy0, iy1, ix0, ix1;
+        sample_range(g.start_h, ph, g.bin_h, g.grid_h, H, iy0, iy1);
+        for (int64_t pw = 0; pw < p.pooled_width; ++pw) {
+          sample_range(g.start_w, pw, g.bin_w, g.grid_w, W, ix0, ix1);
+          const A go = Scalar<T>::load(go_roi[ph * gs[2] + pw * gs[3]]);
+          for (int64_t iy = iy0; iy < iy1; ++iy) {
+            AxisTap<A> ty;
+            if (!axis_tap(sample_coordinate(g.start_h, ph, g.bin_h, iy, g.grid_h), H, ty)) continue;
+            const bool low_in = ty.low >= y0 && ty.low < y1;
+            const bool high_in = ty.high >= y0 && ty.high < y1;
+            if (!low_in && !high_in) continue;
+            for (int64_t ix = ix0; ix < ix1; ++ix) {
+              AxisTap<A> tx;
+              if (!axis_tap(sample_coordinate(g.start_w, pw, g.bin_w, ix, g.grid_w), W, tx)) continue;
+              const A w1 = ty.hw * tx.hw, w2 = ty.hw * tx.lw, w3 = ty.lw * tx.hw, w4 = ty.lw * tx.lw;
               if (low_in) {
                 grad[(ty.low * W + tx.low) * C + c] += go * w1 / count;
                 grad[(ty.low * W + tx.high) * C + c] += go * w2 / count;

@@ -70,11 +70,13 @@ FASTMASK_HOST_DEVICE RoIGeometry<T> roi_geometry(
   g.grid_w = grid_size(roi_width, pooled_width, sampling_ratio);
   const int64_t n = g.grid_h * g.grid_w;
   g.count = static_cast<T>(n > 1 ? n : 1);
+  // The batch index truncates toward zero, as torchvision's int cast; it is
+  // range-checked before the cast, which would be undefined out of range.
   const T b = roi[0];
-  g.valid = is_finite_value(b) && is_finite_value(g.start_w) && is_finite_value(g.start_h) &&
+  const bool in_batch = b > (T)-1 && b < static_cast<T>(batch_size);
+  g.valid = in_batch && is_finite_value(g.start_w) && is_finite_value(g.start_h) &&
             is_finite_value(end_w) && is_finite_value(end_h);
   g.batch = g.valid ? static_cast<int64_t>(b) : -1;
-  if (g.batch < 0 || g.batch >= batch_size) g.valid = false;
   return g;
 }
 
