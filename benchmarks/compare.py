@@ -175,20 +175,21 @@ def plot(rows: List[Row], path: str, title: str) -> None:
     except ImportError:
         print("(matplotlib not installed: no plot)")
         return
-    labels = [f"{r.op}\n{r.workload}" for r in rows]
-    fig, ax = plt.subplots(figsize=(10, 0.55 * len(rows) + 1.5))
+    labels = [f"{r.op}\n" + r.workload.replace(", ", "\n", 1) for r in rows]
+    fig, ax = plt.subplots(figsize=(11, 0.8 * len(rows) + 1.8))
     ys = range(len(rows))
     ax.barh([y + 0.2 for y in ys], [r.torchvision_ms for r in rows], 0.4, label="torchvision", color="#999999")
     ax.barh([y - 0.2 for y in ys], [r.fastmask_ms for r in rows], 0.4, label="fastmask", color="#1f77b4")
     for y, r in zip(ys, rows):
-        ax.text(max(r.torchvision_ms, r.fastmask_ms) * 1.02, y, f"{r.speedup:.1f}x", va="center", fontsize=8)
+        ax.text(max(r.torchvision_ms, r.fastmask_ms) * 1.05, y, f"{r.speedup:.1f}x faster", va="center", fontsize=8)
     ax.set_yticks(list(ys))
     ax.set_yticklabels(labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlabel("median time (ms, log scale)")
+    ax.set_xlim(right=max(max(r.torchvision_ms, r.fastmask_ms) for r in rows) * 3)
+    ax.set_xlabel("median time (ms, log scale; shorter is faster)")
     ax.set_title(title, fontsize=9)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
