@@ -93,6 +93,43 @@ def test_opcheck(seed):
     )
 
 
+def test_opcheck_backward(seed):
+    grad = torch.randn(3, 3, 2, 2)
+    rois = torch.tensor([[0, 1.0, 1, 9, 9], [1, 2, 3, 30, 31], [0, 0, 0, 60, 60]])
+    levels = torch.tensor([0, 1, 1])
+    for channels_last in (False, True):
+        torch.library.opcheck(
+            torch.ops.fastmask.multi_level_roi_align_backward.default,
+            (grad, rois, levels, [0.25, 0.125], [16, 8], [16, 8], 2, 3, 2, 2, 2, False, channels_last, False),
+        )
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_types(seed, dtype):
+    image_shapes = [(120, 164)]
+    feats = fpn_features(1, 8, (128, 192))
+    boxes = [random_boxes(40, image_shapes[0])]
+    names = ["0", "1", "2", "3"]
+    ref = torchvision.ops.MultiScaleRoIAlign(names, 7, 2)(feats, boxes, image_shapes)
+    half = OrderedDict((k, v.to(dtype)) for k, v in feats.items())
+    out = MultiScaleRoIAlign(names, 7, 2)(half, boxes, image_shapes)
+    assert out.dtype == dtype
+    tol = 5e-3 if dtype == torch.float16 else 3e-2
+    torch.testing.assert_close(out.float(), ref, atol=tol, rtol=tol)
+
+
+def test_module_errors():
+    feats = fpn_features(1, 3, (64, 64))
+    m = MultiScaleRoIAlign(["p9"], 3, 2)
+    with pytest.raises(ValueError, match="none of featmap_names"):
+        m(feats, [torch.zeros(1, 4)], [(64, 64)])
+    m = MultiScaleRoIAlign(["0", "1"], 3, 2)
+    with pytest.raises(TypeError, match="list of"):
+        m(feats, torch.zeros(1, 5), [(64, 64)])
+    with pytest.raises(ValueError, match="image_shapes must not be empty"):
+        m(feats, [torch.zeros(1, 4)], [])
+
+
 def test_bad_level_index_raises_on_cpu():
     feats = [torch.randn(1, 3, 16, 16), torch.randn(1, 3, 8, 8)]
     rois = torch.tensor([[0, 1.0, 1, 9, 9]])
