@@ -48,7 +48,40 @@ except ImportError:  # pragma: no cover - a build requirement
     )
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+BASE_VERSION = "0.1.0"
 DEFAULT_ARCHS = "8.0;8.6;8.9;9.0+PTX"
+
+
+TORCH_RELEASE = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
+
+
+def package_version(with_cuda):
+    """0.1.0+torch2.14.cu130: the local tag names the torch release and CUDA the wheel needs."""
+    cuda = "cu" + torch.version.cuda.replace(".", "") if with_cuda else "cpu"
+    return f"{BASE_VERSION}+torch{TORCH_RELEASE[0]}.{TORCH_RELEASE[1]}.{cuda}"
+
+
+def torch_requirement():
+    """A compiled extension is ABI-compatible with one torch release series only."""
+    major, minor = TORCH_RELEASE
+    return f"torch>={major}.{minor},<{major}.{minor + 1}"
+
+
+def write_build_info(with_cuda, archs):
+    """fastmask/_build_info.py: what the wheel was built for, readable without loading _C (so a
+    mismatched _C is never loaded, and errors can name both sides)."""
+    info = {
+        "version": package_version(with_cuda),
+        "torch_version": torch.__version__,
+        "torch_release": "%d.%d" % TORCH_RELEASE,
+        "with_cuda": with_cuda,
+        "cuda_version": torch.version.cuda if with_cuda else None,
+        "cuda_archs": archs or None,
+    }
+    with open(os.path.join(ROOT, "fastmask", "_build_info.py"), "w") as f:
+        f.write('"""Written by setup.py at build time; do not edit."""\n')
+        for key, value in info.items():
+            f.write(f"{key} = {value!r}\n")
 
 
 def find_nvcc():
@@ -116,6 +149,8 @@ def build_extension():
     if sys.platform.startswith("linux"):
         cxx.append("-fopenmp")  # at::parallel_for's OpenMP backend is inlined into our code
     extra_link = ["-fopenmp"] if sys.platform.startswith("linux") else []
+    if not debug and sys.platform.startswith("linux"):
+        extra_link.append("-Wl,--strip-debug")  # release builds ship no debug information
     archs = ""
     extra_includes = []
     if with_cuda:
@@ -149,8 +184,10 @@ def build_extension():
     print(f"  MAX_JOBS            {os.environ.get('MAX_JOBS', '(ninja default)')}")
     print(f"  debug               {debug}")
     print(f"  sources             {len(sources)}")
+    print(f"  version             {package_version(with_cuda)} (requires {torch_requirement()})")
     print("=" * 72, flush=True)
 
+    write_build_info(with_cuda, archs)
     return extension(
         name="fastmask._C",
         sources=sources,
@@ -161,8 +198,11 @@ def build_extension():
     )
 
 
+extension = build_extension()
 setup(
+    version=package_version("FASTMASK_WITH_CUDA" in dict(extension.define_macros)),
+    install_requires=[torch_requirement()],
     packages=find_packages(include=["fastmask", "fastmask.*"]),
-    ext_modules=[build_extension()],
+    ext_modules=[extension],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
 )

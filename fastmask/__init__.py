@@ -1,9 +1,16 @@
 """fastmask: hand-written C++/CUDA kernels for Mask R-CNN, drop-in for torchvision's ops."""
-from ._loader import FastmaskBuildError, load_extension
+import warnings
 
-_C = load_extension()
+from . import _loader
+from ._loader import FastmaskBuildError
 
-from . import ops  # noqa: E402  (registers fake kernels and autograd for the ops in _C)
+_C = _loader.load()
+if _C is None:
+    # Importing never fails because of the compiled part; calling an op raises this error.
+    warnings.warn(f"{_loader._state['error']}\n(fastmask ops will raise this error when called)", RuntimeWarning)
 
-__version__ = "0.1.0"
+from . import ops  # noqa: E402
+
+_info = _loader.build_info()
+__version__ = _info.version if _info is not None else "0.1.0+unknown"
 __all__ = ["ops", "FastmaskBuildError", "__version__"]

@@ -4,26 +4,6 @@ import platform
 import sys
 
 
-def _arch_covered(archs: str, major: int, minor: int) -> str:
-    """Whether kernels compiled for `archs` (TORCH_CUDA_ARCH_LIST syntax) run on sm_<major><minor>."""
-    entries = [a.strip() for a in archs.replace(",", ";").replace(" ", ";").split(";") if a.strip()]
-    cubins, ptx = set(), []
-    for e in entries:
-        base = e.replace("+PTX", "")
-        try:
-            ma, mi = (int(v) for v in base.split("."))
-        except ValueError:
-            continue
-        cubins.add((ma, mi))
-        if e.endswith("+PTX"):
-            ptx.append((ma, mi))
-    if (major, minor) in cubins or any(ma == major and mi <= minor for ma, mi in cubins):
-        return "yes (compiled for it)"
-    if any((ma, mi) <= (major, minor) for ma, mi in ptx):
-        return "yes (PTX, JIT-compiled on first use)"
-    return "NO: rebuild with TORCH_CUDA_ARCH_LIST including %d.%d" % (major, minor)
-
-
 def _registered_ops(torch) -> list:
     """Ops in the dispatcher under the fastmask namespace, with the backends that have kernels."""
     names = sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith("fastmask::"))
@@ -54,8 +34,14 @@ def collect() -> dict:
         info["torchvision"] = None
     try:
         import fastmask
+        from fastmask import _loader
 
-        ext = fastmask._C
+        built = _loader.build_info()
+        if built is not None:
+            info["fastmask build"] = (
+                f"{built.version} (torch {built.torch_version}, CUDA {built.cuda_version}, archs {built.cuda_archs})"
+            )
+        ext = _loader.require_extension()
         info.update(
             {
                 "fastmask": fastmask.__version__,
@@ -69,14 +55,14 @@ def collect() -> dict:
             }
         )
     except Exception as exc:  # noqa: BLE001 - the report must print even when the import fails
-        info["fastmask"] = f"IMPORT FAILED: {exc}"
+        info["fastmask kernels"] = f"NOT LOADED: {exc}"
         ext = None
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             major, minor = torch.cuda.get_device_capability(i)
             line = f"{torch.cuda.get_device_name(i)} (sm_{major}{minor})"
             if ext is not None and ext.with_cuda:
-                line += ", fastmask kernels: " + _arch_covered(ext.cuda_archs, major, minor)
+                line += ", fastmask kernels: " + _loader.arch_coverage(ext.cuda_archs, (major, minor))[1]
             info[f"GPU {i}"] = line
     return info
 

@@ -8,6 +8,7 @@ import warnings
 
 import torch
 
+from .. import _loader
 from ._checks import is_channels_last
 
 _lib = "fastmask::"
@@ -86,5 +87,23 @@ def _multi_level_roi_align():
     torch.library.register_autograd(_lib + "multi_level_roi_align", backward, setup_context=setup_context)
 
 
-for _register in (_roi_align, _multi_level_roi_align):
-    _safely(_register)
+_OPS = ("roi_align", "roi_align_backward", "multi_level_roi_align", "multi_level_roi_align_backward")
+
+
+def _cuda_stubs():
+    """A CPU-only build registers CUDA kernels that explain themselves, instead of the
+    dispatcher's "could not run ... with arguments from the 'CUDA' backend"."""
+
+    def raise_cpu_only(*args, **kwargs):
+        raise _loader.FastmaskBuildError(_loader.cpu_only_message())
+
+    for op in _OPS:
+        torch.library.impl(_lib + op, "CUDA")(raise_cpu_only)
+
+
+_ext = _loader._state["ext"]
+if _ext is not None:  # without _C there are no ops to register for
+    for _register in (_roi_align, _multi_level_roi_align):
+        _safely(_register)
+    if not _ext.with_cuda:
+        _safely(_cuda_stubs)

@@ -7,6 +7,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from .._loader import check_device
 from ._checks import check_boxes, check_features
 from .roi_align import convert_boxes_to_roi_format, roi_align
 
@@ -72,6 +73,7 @@ class MultiScaleRoIAlign(nn.Module):
             raise ValueError(f"none of featmap_names {self.featmap_names} is among the features {list(x)}")
         for name, f in zip(self.featmap_names, features):
             check_features(f, f"x[{name!r}]")
+        check_device(features[0].device)
         check_boxes(boxes)
         if isinstance(boxes, Tensor):
             raise TypeError("boxes must be a list of [L, 4] tensors, one per image")

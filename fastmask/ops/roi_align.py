@@ -11,6 +11,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from .._loader import check_device
 from ._checks import check_boxes, check_features, output_pair
 
 __all__ = ["roi_align", "RoIAlign", "convert_boxes_to_roi_format"]
@@ -67,6 +68,7 @@ def roi_align(
     pool zeros.
     """
     check_features(input, "input")
+    check_device(input.device)
     rois = as_rois(boxes, input)
     ph, pw = output_pair(output_size)
     return torch.ops.fastmask.roi_align(
