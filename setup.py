@@ -56,7 +56,10 @@ TORCH_RELEASE = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")
 
 
 def package_version(with_cuda):
-    """0.1.0+torch2.14.cu130: the local tag names the torch release and CUDA the wheel needs."""
+    """0.1.0+torch2.14.cu130: the local tag names the torch release and CUDA the wheel needs.
+    An sdist is source for any torch: it carries the plain version."""
+    if "sdist" in sys.argv:
+        return BASE_VERSION
     cuda = "cu" + torch.version.cuda.replace(".", "") if with_cuda else "cpu"
     return f"{BASE_VERSION}+torch{TORCH_RELEASE[0]}.{TORCH_RELEASE[1]}.{cuda}"
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Sets up the project venv (.venv) and builds fastmask into it. Idempotent: a re-run only
-# rebuilds what changed. Environment:
+# Sets up the project venv (.venv) and builds fastmask into it (editable). Idempotent: a re-run
+# only rebuilds what changed. --no-build: only the venv and its packages. Environment:
 #   PYTHON         interpreter for the venv (default python3)
 #   FASTMASK_CUDA  0: CPU-only build; 1: require the CUDA kernels; unset: build them if nvcc is found
 #   TORCH_CUDA_ARCH_LIST, MAX_JOBS   passed to the build
@@ -17,6 +17,7 @@ if ! "$PY" -c "import torch, torchvision, pytest, ninja, numpy, tqdm, matplotlib
   "$PY" -m pip install --progress-bar off torch==2.14.1 torchvision==0.29.1 \
     pytest ninja numpy tqdm matplotlib pytest-benchmark setuptools wheel
 fi
+[ "${1:-}" = "--no-build" ] && exit 0
 echo "== building fastmask (pip install --no-build-isolation -e .)"
 if ! "$PY" -m pip install --no-build-isolation --no-deps -v -e . > .venv/build.log 2>&1; then
   grep -E "error|Error" .venv/build.log | head -40 >&2
