@@ -22,5 +22,12 @@ TORCH_LIBRARY(fastmask, m) {
       "float[] spatial_scales, SymInt[] heights, SymInt[] widths, SymInt batch_size, "
       "SymInt channels, int pooled_height, int pooled_width, int sampling_ratio, bool aligned, "
       "bool channels_last, bool deterministic) -> Tensor[]");
-}
 
+  // NMS. Kept indices by decreasing score; ties in score keep the lower index first.
+  m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
+  m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
+  // B images at once: keep [B, max_output] (-1 padded) and counts [B]; static shapes, no host sync.
+  m.def(
+      "multi_image_nms(Tensor boxes, Tensor scores, Tensor? idxs, Tensor? valid, float iou_threshold, "
+      "int max_output) -> (Tensor keep, Tensor counts)");
+}

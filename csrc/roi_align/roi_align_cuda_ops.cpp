@@ -3,31 +3,23 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "common/cuda_launch.h"
 #include "roi_align_cuda.h"
 #include "roi_align_registration.h"
 
 namespace fastmask {
 namespace {
 
-void check_launch(cudaError_t err, const char* what) {
-  TORCH_CHECK(err == cudaSuccess, "fastmask.", what, ": CUDA kernel launch failed: ",
-              cudaGetErrorString(err),
-              err == cudaErrorNoKernelImageForDevice || err == cudaErrorInvalidDeviceFunction
-                  ? " (this build has no kernels for this GPU's architecture; rebuild with "
-                    "TORCH_CUDA_ARCH_LIST including it, see python -m fastmask.collect_env)"
-                  : "");
-}
-
 void forward(const RoIAlignParams& p) {
-  check_launch(roi_align_forward_cuda(p, c10::cuda::getCurrentCUDAStream()), "roi_align");
+  check_cuda_launch(roi_align_forward_cuda(p, c10::cuda::getCurrentCUDAStream()), "roi_align");
 }
 
 void backward(const RoIAlignParams& p) {
-  check_launch(roi_align_backward_cuda(p, false, c10::cuda::getCurrentCUDAStream()), "roi_align_backward");
+  check_cuda_launch(roi_align_backward_cuda(p, false, c10::cuda::getCurrentCUDAStream()), "roi_align_backward");
 }
 
 void backward_deterministic(const RoIAlignParams& p) {
-  check_launch(roi_align_backward_cuda(p, true, c10::cuda::getCurrentCUDAStream()), "roi_align_backward");
+  check_cuda_launch(roi_align_backward_cuda(p, true, c10::cuda::getCurrentCUDAStream()), "roi_align_backward");
 }
 
 RoIAlignBackend cuda_backend(bool deterministic) {

@@ -87,7 +87,27 @@ def _multi_level_roi_align():
     torch.library.register_autograd(_lib + "multi_level_roi_align", backward, setup_context=setup_context)
 
 
-_OPS = ("roi_align", "roi_align_backward", "multi_level_roi_align", "multi_level_roi_align_backward")
+def _nms():
+    def dynamic_keep(boxes):
+        # The number of kept boxes depends on the data.
+        return boxes.new_empty((torch.library.get_ctx().new_dynamic_size(),), dtype=torch.int64)
+
+    @torch.library.register_fake(_lib + "nms")
+    def _(boxes, scores, iou_threshold):
+        return dynamic_keep(boxes)
+
+    @torch.library.register_fake(_lib + "batched_nms")
+    def _(boxes, scores, idxs, iou_threshold):
+        return dynamic_keep(boxes)
+
+    @torch.library.register_fake(_lib + "multi_image_nms")
+    def _(boxes, scores, idxs, valid, iou_threshold, max_output):
+        keep = boxes.new_empty((boxes.shape[0], max_output), dtype=torch.int64)
+        return keep, boxes.new_empty((boxes.shape[0],), dtype=torch.int64)
+
+
+_OPS = ("roi_align", "roi_align_backward", "multi_level_roi_align", "multi_level_roi_align_backward",
+        "nms", "batched_nms", "multi_image_nms")
 
 
 def _cuda_stubs():
@@ -103,7 +123,7 @@ def _cuda_stubs():
 
 _ext = _loader._state["ext"]
 if _ext is not None:  # without _C there are no ops to register for
-    for _register in (_roi_align, _multi_level_roi_align):
+    for _register in (_roi_align, _multi_level_roi_align, _nms):
         _safely(_register)
     if not _ext.with_cuda:
         _safely(_cuda_stubs)

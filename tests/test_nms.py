@@ -1,0 +1,255 @@
+"""NMS against torchvision (bit for bit) and a pure-PyTorch reference, edge cases, bad input."""
+import math
+
+import pytest
+import torch
+import torchvision
+
+from fastmask.ops import batched_nms, multi_image_nms, nms
+
+
+def random_boxes(n, size=200.0, max_wh=60.0, dtype=torch.float32, ties=False):
+    xy = torch.rand(n, 2) * size
+    wh = torch.rand(n, 2) * max_wh
+    boxes = torch.cat([xy, xy + wh], 1)
+    if ties:  # a quarter of the boxes duplicated, scores on a coarse grid
+        dup = torch.randint(0, n, (n // 4,))
+        boxes[torch.randint(0, n, (n // 4,))] = boxes[dup]
+        scores = torch.randint(0, 8, (n,)).float() / 8
+    else:
+        scores = torch.rand(n)
+    return boxes.to(dtype), scores.to(dtype)
+
+
+def reference_nms(boxes, scores, threshold, idxs=None):
+    """Greedy NMS with torch ops in the boxes' dtype (torchvision's expression)."""
+    order = scores.sort(descending=True, stable=True)[1]
+    x1, y1, x2, y2 = boxes.unbind(1)
+    area = (x2 - x1) * (y2 - y1)
+    suppressed = torch.zeros(len(boxes), dtype=torch.bool)
+    keep = []
+    for i in order.tolist():
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        w = (torch.minimum(x2[i], x2) - torch.maximum(x1[i], x1)).clamp(min=0)
+        h = (torch.minimum(y2[i], y2) - torch.maximum(y1[i], y1)).clamp(min=0)
+        inter = w * h
+        ovr = inter / (area[i] + area - inter)
+        hit = ovr.double() > threshold
+        if idxs is not None:
+            hit &= idxs == idxs[i]
+        suppressed |= hit
+    return torch.tensor(keep, dtype=torch.int64)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [1, 7, 300, 3000])
+@pytest.mark.parametrize("ties", [False, True])
+def test_nms_matches_torchvision(seed, dtype, n, ties):
+    boxes, scores = random_boxes(n, dtype=dtype, ties=ties)
+    for threshold in (0.0, 0.3, 0.5, 0.7, 1.0):
+        assert torch.equal(nms(boxes, scores, threshold), torchvision.ops.nms(boxes, scores, threshold)), threshold
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_nms_half_types_match_reference(seed, dtype):
+    # torchvision has no fp16/bf16 CPU NMS: the reference does the same arithmetic with torch ops.
+    boxes, scores = random_boxes(400, size=100.0, max_wh=40.0, dtype=dtype, ties=True)
+    for threshold in (0.3, 0.5, 0.7):
+        assert torch.equal(nms(boxes, scores, threshold), reference_nms(boxes, scores, threshold))
+
+
+def test_iou_exactly_at_threshold():
+    boxes = torch.tensor([[0.0, 0, 2, 2], [0, 0, 2, 1]])  # IoU exactly 0.5
+    scores = torch.tensor([0.9, 0.8])
+    for threshold in (0.5, 0.5 - 1e-12, 0.49999997, 0.5000001):
+        ours, theirs = nms(boxes, scores, threshold), torchvision.ops.nms(boxes, scores, threshold)
+        assert torch.equal(ours, theirs), threshold
+    assert nms(boxes, scores, 0.5).tolist() == [0, 1]  # not suppressed: IoU must exceed the threshold
+    assert nms(boxes, scores, 0.4999).tolist() == [0]
+
+
+def test_degenerate_and_duplicate_boxes():
+    boxes = torch.tensor(
+        [[0.0, 0, 0, 0], [1, 1, 1, 5], [2, 2, 4, 4], [2, 2, 4, 4], [4, 4, 2, 2], [-5, -5, 5, 5], [2, 2, 4, 4]]
+    )
+    scores = torch.tensor([0.5, 0.5, 0.9, 0.9, 0.7, 0.1, 0.9])
+    for threshold in (0.0, 0.5, 1.0):
+        assert torch.equal(nms(boxes, scores, threshold), torchvision.ops.nms(boxes, scores, threshold))
+
+
+def test_nan_rule_matches_torchvision():
+    boxes, scores = random_boxes(50)
+    scores[[3, 17]] = math.nan
+    boxes[[5, 9], 0] = math.nan
+    for threshold in (0.3, 0.7):
+        ours = nms(boxes, scores, threshold)
+        assert torch.equal(ours, torchvision.ops.nms(boxes, scores, threshold))
+        assert ours[:2].tolist() == [3, 17]  # NaN scores first
+        assert 5 in ours.tolist() and 9 in ours.tolist()  # NaN boxes neither suppress nor are suppressed
+
+
+def test_empty_inputs():
+    empty = nms(torch.zeros(0, 4), torch.zeros(0), 0.5)
+    assert empty.dtype == torch.int64 and empty.shape == (0,)
+    assert batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5).shape == (0,)
+    keep, counts = multi_image_nms(torch.zeros(2, 0, 4), torch.zeros(2, 0), 0.5)
+    assert keep.shape == (2, 0) and counts.tolist() == [0, 0]
+    keep, counts = multi_image_nms(torch.zeros(0, 5, 4), torch.zeros(0, 5), 0.5)
+    assert keep.shape == (0, 5) and counts.shape == (0,)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,classes", [(500, 3), (3000, 80), (6000, 80)])
+def test_batched_nms_matches_torchvision(seed, dtype, n, classes):
+    # 6000 boxes take torchvision's per-class path, fewer its coordinate-offset path. On a 1/8
+    # grid the offset coordinates are exact in float32, so torchvision's result is exact too.
+    boxes, scores = random_boxes(n, size=400.0, dtype=dtype)
+    boxes = (boxes * 8).round() / 8
+    idxs = torch.randint(0, classes, (n,))
+    for threshold in (0.5, 0.7):
+        ours = batched_nms(boxes, scores, idxs, threshold)
+        theirs = torchvision.ops.batched_nms(boxes, scores, idxs, threshold)
+        if n <= 4000:
+            assert torch.equal(ours, theirs)
+        else:
+            # torchvision's per-class path orders its result with an unstable sort, so among
+            # equal scores its order is arbitrary: same boxes, same score sequence.
+            assert torch.equal(ours.sort()[0], theirs.sort()[0])
+            assert torch.equal(scores[ours], scores[theirs])
+
+
+def test_batched_nms_is_exact_where_the_offset_trick_rounds(seed):
+    # Off the grid, torchvision's offset coordinates round in float32 and its IoUs drift;
+    # fastmask computes every IoU on the original coordinates, like per-class NMS.
+    boxes, scores = random_boxes(1500, size=400.0)
+    idxs = torch.randint(0, 80, (1500,))
+    assert torch.equal(batched_nms(boxes, scores, idxs, 0.5), reference_nms(boxes, scores, 0.5, idxs))
+
+
+def test_batched_nms_keeps_classes_apart_at_large_coordinates():
+    # In float16 the offset trick (coordinates + class * (max + 1)) rounds; classes must never merge.
+    boxes = torch.tensor([[1000.0, 1000, 1010, 1010]] * 4, dtype=torch.float16)
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6], dtype=torch.float16)
+    idxs = torch.tensor([0, 1, 2, 1])
+    assert batched_nms(boxes, scores, idxs, 0.5).tolist() == [0, 1, 2]
+    assert torch.equal(batched_nms(boxes, scores, idxs, 0.5), reference_nms(boxes, scores, 0.5, idxs))
+
+
+@pytest.mark.parametrize("with_idxs", [False, True])
+def test_multi_image_equals_torchvision_per_image(seed, with_idxs):
+    B, N = 4, 700
+    boxes = torch.stack([random_boxes(N)[0] for _ in range(B)])
+    scores = torch.rand(B, N)
+    idxs = torch.randint(0, 5, (B, N)) if with_idxs else None
+    keep, counts = multi_image_nms(boxes, scores, 0.6, idxs=idxs)
+    assert keep.shape == (B, N)
+    for b in range(B):
+        ref = (
+            torchvision.ops.batched_nms(boxes[b], scores[b], idxs[b], 0.6)
+            if with_idxs
+            else torchvision.ops.nms(boxes[b], scores[b], 0.6)
+        )
+        assert counts[b] == len(ref)
+        assert torch.equal(keep[b, : counts[b]], ref)
+        assert (keep[b, counts[b]:] == -1).all()
+
+
+def test_multi_image_valid_mask_and_max_output(seed):
+    B, N = 3, 200
+    boxes = torch.stack([random_boxes(N)[0] for _ in range(B)])
+    scores = torch.rand(B, N)
+    valid = torch.rand(B, N) > 0.3
+    keep, counts = multi_image_nms(boxes, scores, 0.5, valid=valid, max_output=25)
+    assert keep.shape == (B, 25)
+    for b in range(B):
+        index = valid[b].nonzero().squeeze(1)
+        ref = index[torchvision.ops.nms(boxes[b][index], scores[b][index], 0.5)][:25]
+        assert counts[b] == len(ref)
+        assert torch.equal(keep[b, : counts[b]], ref)
+
+
+def test_opcheck(seed):
+    boxes, scores = random_boxes(60)
+    idxs = torch.randint(0, 3, (60,))
+    torch.library.opcheck(torch.ops.fastmask.nms.default, (boxes, scores, 0.5))
+    torch.library.opcheck(torch.ops.fastmask.batched_nms.default, (boxes, scores, idxs, 0.5))
+    torch.library.opcheck(
+        torch.ops.fastmask.multi_image_nms.default,
+        (boxes.expand(2, 60, 4), scores.expand(2, 60), idxs.expand(2, 60), None, 0.5, 30),
+    )
+
+
+def test_compile_fullgraph(seed):
+    boxes = torch.stack([random_boxes(80)[0] for _ in range(2)])
+    scores = torch.rand(2, 80)
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def post_process(boxes, scores):
+        keep, counts = multi_image_nms(boxes, scores, 0.5, max_output=40)
+        return keep, counts * 1
+
+    keep, counts = post_process(boxes, scores)
+    ref_keep, ref_counts = multi_image_nms(boxes, scores, 0.5, max_output=40)
+    assert torch.equal(keep, ref_keep) and torch.equal(counts, ref_counts)
+
+    torch._dynamo.config.capture_dynamic_output_shape_ops = True
+    try:
+        single = torch.compile(lambda b, s: nms(b, s, 0.5) + 0, fullgraph=True, backend="aot_eager")
+        assert torch.equal(single(boxes[0], scores[0]), nms(boxes[0], scores[0], 0.5))
+    finally:
+        torch._dynamo.config.capture_dynamic_output_shape_ops = False
+
+
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda b, s: nms(b[:, :3], s, 0.5), ValueError, r"boxes must be a \[N, 4\]"),
+        (lambda b, s: nms(b, s[:-1], 0.5), ValueError, r"scores must be a \[N\] tensor"),
+        (lambda b, s: nms(b.long(), s, 0.5), TypeError, "boxes must be float32"),
+        (lambda b, s: nms("boxes", s, 0.5), TypeError, "boxes must be a Tensor"),
+        (lambda b, s: batched_nms(b, s, torch.zeros(10), 0.5), TypeError, "idxs must be an integer tensor"),
+        (lambda b, s: batched_nms(b, s, torch.zeros(3, dtype=torch.int64), 0.5), ValueError, "idxs must be a"),
+        (lambda b, s: multi_image_nms(b, s, 0.5), ValueError, r"boxes must be a \[B, N, 4\]"),
+        (lambda b, s: multi_image_nms(b[None], s, 0.5), ValueError, r"scores must have shape \[B, N\]"),
+        (lambda b, s: multi_image_nms(b[None], s[None], 0.5, valid=torch.ones(1, 10)), ValueError, "valid must be a bool"),
+        (lambda b, s: multi_image_nms(b[None], s[None], 0.5, max_output=-1), ValueError, "max_output must be >= 0"),
+    ],
+)
+def test_bad_input_raises_clear_errors(call, exc, match):
+    boxes, scores = random_boxes(10)
+    with pytest.raises(exc, match=match):
+        call(boxes, scores)
+
+
+# ----------------------------------------------------------------------------- CUDA
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_cuda_equals_cpu(seed, dtype):
+    boxes, scores = random_boxes(2000, dtype=dtype, ties=True)
+    idxs = torch.randint(0, 7, (2000,))
+    for threshold in (0.0, 0.5, 0.7, 1.0):
+        assert torch.equal(nms(boxes.cuda(), scores.cuda(), threshold).cpu(), nms(boxes, scores, threshold))
+        assert torch.equal(
+            batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), threshold).cpu(),
+            batched_nms(boxes, scores, idxs, threshold),
+        )
+
+
+@pytest.mark.cuda
+def test_cuda_multi_image_without_host_sync(seed):
+    B, N = 8, 1000
+    boxes = torch.stack([random_boxes(N)[0] for _ in range(B)])
+    scores, idxs, valid = torch.rand(B, N), torch.randint(0, 5, (B, N)), torch.rand(B, N) > 0.1
+    expected = multi_image_nms(boxes, scores, 0.7, idxs=idxs, valid=valid, max_output=300)
+    args = [t.cuda() for t in (boxes, scores, idxs, valid)]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        keep, counts = multi_image_nms(args[0], args[1], 0.7, idxs=args[2], valid=args[3], max_output=300)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(keep.cpu(), expected[0]) and torch.equal(counts.cpu(), expected[1])
