@@ -11,6 +11,7 @@ writes <device>-<date>.{md,json,png} under benchmarks/results/. Times are median
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -19,13 +20,13 @@ import sys
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import torch
 import torchvision
 
 import fastmask
-from fastmask.ops import MultiScaleRoIAlign, roi_align
+from fastmask.ops import MultiScaleRoIAlign, batched_nms, multi_image_nms, nms, roi_align
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -44,8 +45,38 @@ class Row:
 class Case:
     op: str
     workload: str
-    torchvision: Callable[[], torch.Tensor]
-    fastmask: Callable[[], torch.Tensor]
+    torchvision: Callable[[], object]
+    fastmask: Callable[[], object]
+    # (torchvision result, fastmask result) -> the "max abs diff" column; default: tensors' max |a - b|
+    compare: Optional[Callable[[object, object], float]] = None
+
+
+def max_abs_diff(ref: torch.Tensor, ours: torch.Tensor) -> float:
+    return (ours.float() - ref.float()).abs().max().item() if ref.numel() else 0.0
+
+
+def kept_mismatch(scores: torch.Tensor, keep_first: Optional[int] = None):
+    """NMS comparison: the number of images whose kept boxes differ (0: identical). Kept boxes are
+    compared as sets and as score sequences: torchvision orders the result of its per-class path
+    (over 4000 boxes on the CPU) with an unstable sort, so the order of tied scores is arbitrary
+    there. `ref`: a tensor or a list per image; `ours`: a tensor or (keep [B, M], counts [B])."""
+    per_image = scores if scores.dim() == 2 else scores[None]
+
+    def compare(ref, ours) -> float:
+        refs = ref if isinstance(ref, list) else [ref]
+        if isinstance(ours, tuple):
+            keep, counts = ours
+            ours = [keep[b, : counts[b]] for b in range(len(counts))]
+        else:
+            ours = [ours]
+        differ = 0
+        for s, a, b in zip(per_image, refs, ours):
+            a, b = a[:keep_first].cpu(), b.cpu()
+            s = s.cpu()
+            differ += not (torch.equal(a.sort()[0], b.sort()[0]) and torch.equal(s[a], s[b]))
+        return float(differ)
+
+    return compare
 
 
 def time_ms(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
@@ -146,11 +177,54 @@ def multiscale_cases(device, dtype):
     ]
 
 
+def random_boxes(shape, image_hw, seed, device, min_size=16.0, max_size=400.0):
+    """Boxes anywhere in an image, log-uniform sizes: many overlaps, like proposals."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = image_hw
+    size = torch.exp(torch.rand(*shape, 2, generator=g) * (math.log(max_size) - math.log(min_size)) + math.log(min_size))
+    xy = torch.rand(*shape, 2, generator=g) * torch.tensor([w, h])
+    scores = torch.rand(*shape, generator=g)
+    return torch.cat([xy, xy + size], -1).to(device), scores.to(device)
+
+
+def nms_cases(device):
+    cases = []
+    sizes = (1000, 10000, 20000, 100000) if device.type == "cuda" else (1000, 10000, 20000)
+    for n in sizes:
+        boxes, scores = random_boxes((n,), (800, 1216), n, device)
+        cases.append(Case("nms", f"{n} boxes, IoU 0.5", lambda b=boxes, s=scores: torchvision.ops.nms(b, s, 0.5),
+                          lambda b=boxes, s=scores: nms(b, s, 0.5), kept_mismatch(scores)))
+    n = 20000
+    boxes, scores = random_boxes((n,), (800, 1216), 7, device)
+    idxs = torch.randint(0, 80, (n,), generator=torch.Generator().manual_seed(8)).to(device)
+    cases.append(Case("batched_nms", f"{n} boxes, 80 classes, IoU 0.5",
+                      lambda: torchvision.ops.batched_nms(boxes, scores, idxs, 0.5),
+                      lambda: batched_nms(boxes, scores, idxs, 0.5), kept_mismatch(scores)))
+
+    def per_image_loop(b_, s_, i_, thr):
+        return lambda: [torchvision.ops.batched_nms(b_[k], s_[k], i_[k], thr) for k in range(len(b_))]
+
+    # RPN: 8 images x 5 FPN levels x 1000 boxes after top-k, NMS 0.7 per level.
+    rpn_boxes, rpn_scores = random_boxes((8, 5000), (800, 1216), 9, device)
+    rpn_levels = torch.arange(5, device=device).repeat_interleave(1000).expand(8, 5000).contiguous()
+    cases.append(Case("multi_image_nms", "RPN: 8 images x 5 levels x 1000 boxes, IoU 0.7",
+                      per_image_loop(rpn_boxes, rpn_scores, rpn_levels, 0.7),
+                      lambda: multi_image_nms(rpn_boxes, rpn_scores, 0.7, idxs=rpn_levels), kept_mismatch(rpn_scores)))
+    # Box head: 8 images x 1000 boxes x 80 classes, NMS 0.5 per class.
+    head_boxes, head_scores = random_boxes((8, 80000), (800, 1216), 10, device)
+    head_classes = torch.arange(80, device=device).repeat(1000).expand(8, 80000).contiguous()
+    cases.append(Case("multi_image_nms", "box head: 8 images x 1000 boxes x 80 classes, IoU 0.5",
+                      per_image_loop(head_boxes, head_scores, head_classes, 0.5),
+                      lambda: multi_image_nms(head_boxes, head_scores, 0.5, idxs=head_classes, max_output=100),
+                      kept_mismatch(head_scores, keep_first=100)))
+    return cases
+
+
 def all_cases(device: torch.device) -> List[Case]:
     cases = roi_align_cases(device, torch.float32, False) + roi_align_cases(device, torch.float32, True)
     if device.type == "cuda":
         cases += roi_align_cases(device, torch.bfloat16, False) + roi_align_cases(device, torch.bfloat16, True)
-    return cases + multiscale_cases(device, torch.float32)
+    return cases + multiscale_cases(device, torch.float32) + nms_cases(device)
 
 
 def git_commit() -> str:
@@ -218,7 +292,7 @@ def main(argv=None) -> int:
     for case in tqdm(cases, desc="benchmarking", unit="case", file=sys.stderr):
         with torch.no_grad() if "backward" not in case.op else torch.enable_grad():
             ref, ours = case.torchvision(), case.fastmask()
-            diff = (ours.float() - ref.float()).abs().max().item() if ref.numel() else 0.0
+            diff = (case.compare or max_abs_diff)(ref, ours)
             t_tv = time_ms(case.torchvision, device, repeats, warmup)
             t_fm = time_ms(case.fastmask, device, repeats, warmup)
         rows.append(Row(case.op, case.workload, t_tv, t_fm, t_tv / t_fm, diff))
@@ -243,7 +317,10 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"{device.type}-{datetime.date.today().isoformat()}")
     with open(stem + ".md", "w") as f:
-        f.write(f"# fastmask vs torchvision\n\n{title}\n\nMedian of {repeats} runs after {warmup} warm-up.\n\n{table}")
+        f.write(f"# fastmask vs torchvision\n\n{title}\n\nMedian of {repeats} runs after {warmup} warm-up. "
+                "For NMS rows the last column counts the images whose kept boxes differ from torchvision's "
+                "(as sets and score sequences: torchvision's per-class path orders ties arbitrarily).\n\n"
+                f"{table}")
     with open(stem + ".json", "w") as f:
         json.dump({"meta": meta, "rows": [asdict(r) for r in rows]}, f, indent=2)
     plot(rows, stem + ".png", title)
