@@ -58,7 +58,7 @@ def max_abs_diff(ref: torch.Tensor, ours: torch.Tensor) -> float:
 def kept_mismatch(scores: torch.Tensor, keep_first: Optional[int] = None):
     """NMS comparison: the number of images whose kept boxes differ (0: identical). Kept boxes are
     compared as sets and as score sequences: torchvision orders the result of its per-class path
-    (over 4000 boxes on the CPU) with an unstable sort, so the order of tied scores is arbitrary
+    (over 1000 boxes on the CPU) with an unstable sort, so the order of tied scores is arbitrary
     there. `ref`: a tensor or a list per image; `ours`: a tensor or (keep [B, M], counts [B])."""
     per_image = scores if scores.dim() == 2 else scores[None]
 

@@ -65,10 +65,11 @@ __device__ __forceinline__ bool iou_exceeds(const typename Arith<T>::V* a, const
 }
 
 template <typename T>
-__global__ void overlap_mask_kernel(const NmsParams p, int64_t words, unsigned long long* mask) {
+__global__ void overlap_mask_kernel(const NmsParams p, int64_t words, int64_t first_image,
+                                    unsigned long long* mask) {
   using A = Arith<T>;
   using V = typename A::V;
-  const int64_t image = blockIdx.z;
+  const int64_t image = first_image + blockIdx.z;
   const int64_t row_block = blockIdx.y, col_block = blockIdx.x;
   if (col_block < row_block) return;  // only later boxes are ever suppressed
   const int64_t N = p.num_boxes;
@@ -115,6 +116,8 @@ __global__ void reduce_kernel(const NmsParams p, int64_t words, const unsigned l
   const bool* valid = p.valid ? p.valid + image * N : nullptr;
 
   __shared__ unsigned long long kept_bits;
+  __shared__ unsigned long long diagonal[kWord];  // mask words of the current 64 boxes among themselves
+  __shared__ bool usable[kWord];                  // valid and in range
   __shared__ int64_t count;
   __shared__ bool full;
   if (threadIdx.x == 0) count = 0, full = false;
@@ -122,20 +125,23 @@ __global__ void reduce_kernel(const NmsParams p, int64_t words, const unsigned l
   __syncthreads();
 
   for (int64_t word = 0; word < words; ++word) {
+    if (threadIdx.x < kWord) {  // one coalesced load instead of dependent loads in the serial part
+      const int64_t i = word * kWord + threadIdx.x;
+      usable[threadIdx.x] = i < N && (!valid || valid[i]);
+      diagonal[threadIdx.x] = i < N ? rows[i * words + word] : 0;
+    }
+    __syncthreads();
     if (threadIdx.x == 0) {
       unsigned long long rem = removed[word], kept = 0;
       for (int bit = 0; bit < kWord; ++bit) {
-        const int64_t i = word * kWord + bit;
-        if (i >= N) break;
-        if ((rem >> bit) & 1ULL) continue;
-        if (valid && !valid[i]) continue;
+        if (((rem >> bit) & 1ULL) || !usable[bit]) continue;
+        keep[count++] = order[word * kWord + bit];
+        kept |= 1ULL << bit;
+        rem |= diagonal[bit];
         if (count == M) {
           full = true;
           break;
         }
-        keep[count++] = order[i];
-        kept |= 1ULL << bit;
-        rem |= rows[i * words + word];
       }
       kept_bits = kept;
     }
@@ -156,11 +162,16 @@ __global__ void reduce_kernel(const NmsParams p, int64_t words, const unsigned l
 template <typename T>
 cudaError_t launch(const NmsParams& p, void* mask, void* removed, cudaStream_t stream) {
   const int64_t words = nms_mask_words(p.num_boxes);
-  const dim3 grid(static_cast<unsigned>(words), static_cast<unsigned>(words), static_cast<unsigned>(p.num_images));
   auto* m = static_cast<unsigned long long*>(mask);
-  overlap_mask_kernel<T><<<grid, kWord, 0, stream>>>(p, words, m);
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) return err;
+  // grid z (images) is limited to 65535 per launch.
+  constexpr int64_t kMaxGridZ = 65535;
+  for (int64_t first = 0; first < p.num_images; first += kMaxGridZ) {
+    const int64_t images = p.num_images - first < kMaxGridZ ? p.num_images - first : kMaxGridZ;
+    const dim3 grid(static_cast<unsigned>(words), static_cast<unsigned>(words), static_cast<unsigned>(images));
+    overlap_mask_kernel<T><<<grid, kWord, 0, stream>>>(p, words, first, m);
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
   reduce_kernel<<<static_cast<unsigned>(p.num_images), kReduceThreads, 0, stream>>>(
       p, words, m, static_cast<unsigned long long*>(removed));
   return cudaGetLastError();
