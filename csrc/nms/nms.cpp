@@ -4,25 +4,11 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include "common/scalar_kind_aten.h"
 #include "nms_cpu.h"
 #include "nms_registration.h"
 
 namespace fastmask {
-namespace {
-
-ScalarKind box_kind(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return ScalarKind::kFloat32;
-    case at::kDouble: return ScalarKind::kFloat64;
-    case at::kHalf: return ScalarKind::kFloat16;
-    case at::kBFloat16: return ScalarKind::kBFloat16;
-    default:
-      TORCH_CHECK_TYPE(false, "fastmask.nms: boxes must be float32, float64, float16 or bfloat16, got ", t);
-  }
-}
-
-}  // namespace
-
 std::tuple<at::Tensor, at::Tensor> multi_image_nms(const NmsKernel& kernel, const at::Tensor& boxes,
                                                    const at::Tensor& scores,
                                                    const c10::optional<at::Tensor>& idxs,
@@ -61,7 +47,7 @@ std::tuple<at::Tensor, at::Tensor> multi_image_nms(const NmsKernel& kernel, cons
   const c10::OptionalDeviceGuard device_guard(boxes.device());
 
   NmsParams p;
-  p.dtype = box_kind(boxes.scalar_type());
+  p.dtype = scalar_kind(boxes.scalar_type(), "fastmask.nms: boxes");
   at::Tensor keep = at::empty({B, max_output}, boxes.options().dtype(at::kLong));
   at::Tensor counts = at::empty({B}, boxes.options().dtype(at::kLong));
   if (B == 0) return {keep, counts};

@@ -12,6 +12,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "common/device_scalar.cuh"
 #include "nms_cuda.h"
 
 namespace fastmask {
@@ -24,24 +25,10 @@ constexpr int kReduceThreads = 256;
 // to T, as c10::Half / c10::BFloat16 arithmetic does on the CPU.
 template <typename T>
 struct Arith {
-  using V = T;
-  static __device__ V load(T v) { return v; }
-  static __device__ V round(V v) { return v; }
-  static __device__ double to_double(V v) { return static_cast<double>(v); }
-};
-template <>
-struct Arith<__half> {
-  using V = float;
-  static __device__ V load(__half v) { return __half2float(v); }
-  static __device__ V round(V v) { return __half2float(__float2half_rn(v)); }
-  static __device__ double to_double(V v) { return static_cast<double>(v); }
-};
-template <>
-struct Arith<__nv_bfloat16> {
-  using V = float;
-  static __device__ V load(__nv_bfloat16 v) { return __bfloat162float(v); }
-  static __device__ V round(V v) { return __bfloat162float(__float2bfloat16_rn(v)); }
-  static __device__ double to_double(V v) { return static_cast<double>(v); }
+  using V = typename DeviceScalar<T>::Acc;
+  static __device__ __forceinline__ V load(T v) { return DeviceScalar<T>::load(v); }
+  static __device__ __forceinline__ V round(V v) { return DeviceScalar<T>::load(DeviceScalar<T>::store(v)); }
+  static __device__ __forceinline__ double to_double(V v) { return static_cast<double>(v); }
 };
 
 template <typename T>

@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "roi_align/roi_align_params.h"  // ScalarKind
+#include "common/scalar_kind.h"
 
 namespace fastmask {
 

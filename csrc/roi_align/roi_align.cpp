@@ -6,23 +6,12 @@
 
 #include <cmath>
 
+#include "common/scalar_kind_aten.h"
 #include "roi_align_cpu.h"
 #include "roi_align_registration.h"
 
 namespace fastmask {
 namespace {
-
-ScalarKind scalar_kind(at::ScalarType t, const char* arg) {
-  switch (t) {
-    case at::kFloat: return ScalarKind::kFloat32;
-    case at::kDouble: return ScalarKind::kFloat64;
-    case at::kHalf: return ScalarKind::kFloat16;
-    case at::kBFloat16: return ScalarKind::kBFloat16;
-    default:
-      TORCH_CHECK_TYPE(false, "fastmask.roi_align: ", arg,
-                       " must be float32, float64, float16 or bfloat16, got ", t);
-  }
-}
 
 // Accumulation type: float64 features accumulate in float64, all others in float32.
 at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
@@ -107,7 +96,7 @@ at::Tensor fill_common(RoIAlignParams& p, const RoIAlignBackend& backend, const 
   p.pooled_width = pooled_width;
   p.sampling_ratio = sampling_ratio;
   p.aligned = aligned;
-  p.dtype = scalar_kind(dtype, "features");
+  p.dtype = scalar_kind(dtype, "fastmask.roi_align: features");
   return rois_acc;
 }
 
@@ -134,7 +123,7 @@ at::Tensor multi_level_roi_align_forward(const RoIAlignBackend& backend, at::Ten
     TORCH_CHECK_VALUE(f.device() == first.device(),
                       "fastmask.multi_level_roi_align: every feature level must be on the same device");
   }
-  scalar_kind(first.scalar_type(), "input");
+  scalar_kind(first.scalar_type(), "fastmask.roi_align: input");
   const c10::OptionalDeviceGuard device_guard(first.device());
 
   RoIAlignParams p;

@@ -10,6 +10,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "common/device_scalar.cuh"
 #include "roi_align_cuda.h"
 #include "roi_align_geometry.h"
 
@@ -19,29 +20,6 @@ namespace {
 constexpr int kThreads = 256;
 // Rows of one image's feature map owned by one block of the deterministic backward.
 constexpr int64_t kBandRows = 4;
-
-template <typename T>
-struct Scalar;
-template <>
-struct Scalar<float> {
-  static __device__ float load(float v) { return v; }
-  static __device__ float store(float v) { return v; }
-};
-template <>
-struct Scalar<double> {
-  static __device__ double load(double v) { return v; }
-  static __device__ double store(double v) { return v; }
-};
-template <>
-struct Scalar<__half> {
-  static __device__ float load(__half v) { return __half2float(v); }
-  static __device__ __half store(float v) { return __float2half_rn(v); }
-};
-template <>
-struct Scalar<__nv_bfloat16> {
-  static __device__ float load(__nv_bfloat16 v) { return __bfloat162float(v); }
-  static __device__ __nv_bfloat16 store(float v) { return __float2bfloat16_rn(v); }
-};
 
 // Output element `index` -> (k, c, ph, pw); c is fastest for channels_last.
 struct BinIndex {
@@ -113,15 +91,15 @@ __global__ void forward_kernel(const RoIAlignParams p, int64_t total) {
           AxisTap<A> tx;
           if (!axis_tap(sample_coordinate(g.start_w, b.pw, g.bin_w, ix, g.grid_w), lv.width, tx)) continue;
           const A w1 = ty.hw * tx.hw, w2 = ty.hw * tx.lw, w3 = ty.lw * tx.hw, w4 = ty.lw * tx.lw;
-          sum += w1 * Scalar<T>::load(row_low[tx.low * x_step]) +
-                 w2 * Scalar<T>::load(row_low[tx.high * x_step]) +
-                 w3 * Scalar<T>::load(row_high[tx.low * x_step]) +
-                 w4 * Scalar<T>::load(row_high[tx.high * x_step]);
+          sum += w1 * DeviceScalar<T>::load(row_low[tx.low * x_step]) +
+                 w2 * DeviceScalar<T>::load(row_low[tx.high * x_step]) +
+                 w3 * DeviceScalar<T>::load(row_high[tx.low * x_step]) +
+                 w4 * DeviceScalar<T>::load(row_high[tx.high * x_step]);
         }
       }
       sum /= g.count;
     }
-    static_cast<T*>(p.output)[index] = Scalar<T>::store(sum);
+    static_cast<T*>(p.output)[index] = DeviceScalar<T>::store(sum);
   }
 }
 
@@ -139,7 +117,7 @@ __global__ void backward_atomic_kernel(const RoIAlignParams p, int64_t total) {
     if (!g.valid) continue;
     const RoIAlignLevel& lv = p.levels[level];
     A* grad = static_cast<A*>(lv.grad_features);
-    const A go = Scalar<T>::load(grad_out[b.k * gs[0] + b.c * gs[1] + b.ph * gs[2] + b.pw * gs[3]]);
+    const A go = DeviceScalar<T>::load(grad_out[b.k * gs[0] + b.c * gs[1] + b.ph * gs[2] + b.pw * gs[3]]);
     const A count = static_cast<A>(g.grid_h * g.grid_w);
     int64_t iy0, iy1, ix0, ix1;
     sample_range(g.start_h, b.ph, g.bin_h, g.grid_h, lv.height, iy0, iy1);
@@ -210,7 +188,7 @@ __global__ void backward_deterministic_kernel(const RoIAlignParams p, const Band
         sample_range(g.start_h, ph, g.bin_h, g.grid_h, H, iy0, iy1);
         for (int64_t pw = 0; pw < p.pooled_width; ++pw) {
           sample_range(g.start_w, pw, g.bin_w, g.grid_w, W, ix0, ix1);
-          const A go = Scalar<T>::load(go_roi[ph * gs[2] + pw * gs[3]]);
+          const A go = DeviceScalar<T>::load(go_roi[ph * gs[2] + pw * gs[3]]);
           for (int64_t iy = iy0; iy < iy1; ++iy) {
             AxisTap<A> ty;
             if (!axis_tap(sample_coordinate(g.start_h, ph, g.bin_h, iy, g.grid_h), H, ty)) continue;

@@ -5,9 +5,9 @@
 
 #include <cstdint>
 
-namespace fastmask {
+#include "common/scalar_kind.h"
 
-enum class ScalarKind : int { kFloat32, kFloat64, kFloat16, kBFloat16 };
+namespace fastmask {
 
 // Most FPN levels one call can pool from (P2..P6 needs 5).
 constexpr int kMaxLevels = 8;
