@@ -5,14 +5,13 @@ Build switches (environment variables, printed at build time):
                          Unset: build them when nvcc is found.
   TORCH_CUDA_ARCH_LIST   CUDA architectures, default "8.0;8.6;8.9;9.0+PTX" (Ampere to Hopper).
   MAX_JOBS               parallel compile jobs (ninja).
-  FASTMASK_DEBUG=1       -O0 -g host and device code.
+  FASTMASK_DEBUG=1       -O0 -g host and device code, not stripped (release builds strip debug info).
 """
 import glob
 import os
 import sys
 
 from setuptools import find_packages, setup
-
 
 
 def _locate_cuda_home():
@@ -50,8 +49,6 @@ except ImportError:  # pragma: no cover - a build requirement
 ROOT = os.path.dirname(os.path.abspath(__file__))
 BASE_VERSION = "0.1.0"
 DEFAULT_ARCHS = "8.0;8.6;8.9;9.0+PTX"
-
-
 TORCH_RELEASE = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
 
 
@@ -65,7 +62,10 @@ def package_version(with_cuda):
 
 
 def torch_requirement():
-    """A compiled extension is ABI-compatible with one torch release series only."""
+    """A compiled extension is ABI-compatible with one torch release series only (an sdist
+    builds against whichever torch is installed)."""
+    if "sdist" in sys.argv:
+        return "torch"
     major, minor = TORCH_RELEASE
     return f"torch>={major}.{minor},<{major}.{minor + 1}"
 
