@@ -70,18 +70,18 @@ def torch_requirement():
     return f"torch>={major}.{minor},<{major}.{minor + 1}"
 
 
-def write_build_info(with_cuda, archs):
-    """fastmask/_build_info.py: what the wheel was built for, readable without loading _C (so a
+def write_build_info(package_dir, with_cuda, archs):
+    """<package_dir>/_build_info.py: what _C was built for, readable without loading _C (so a
     mismatched _C is never loaded, and errors can name both sides)."""
     info = {
         "version": package_version(with_cuda),
         "torch_version": torch.__version__,
-        "torch_release": "%d.%d" % TORCH_RELEASE,
         "with_cuda": with_cuda,
         "cuda_version": torch.version.cuda if with_cuda else None,
         "cuda_archs": archs or None,
     }
-    with open(os.path.join(ROOT, "fastmask", "_build_info.py"), "w") as f:
+    os.makedirs(package_dir, exist_ok=True)
+    with open(os.path.join(package_dir, "_build_info.py"), "w") as f:
         f.write('"""Written by setup.py at build time; do not edit."""\n')
         for key, value in info.items():
             f.write(f"{key} = {value!r}\n")
@@ -104,6 +104,11 @@ def want_cuda():
             sys.exit(
                 "fastmask: FASTMASK_CUDA=1 but no CUDA toolkit was found. Install one (nvcc) and "
                 "set CUDA_HOME, or build CPU-only with FASTMASK_CUDA=0."
+            )
+        if torch.version.cuda is None:
+            sys.exit(
+                f"fastmask: FASTMASK_CUDA=1 but torch {torch.__version__} is a CPU-only build; install a "
+                "CUDA build of torch, or build CPU-only with FASTMASK_CUDA=0."
             )
         return True, f"on (FASTMASK_CUDA=1, {home})"
     if home is None:
@@ -141,6 +146,7 @@ def cuda_version(home):
 
 def build_extension():
     with_cuda, cuda_reason = want_cuda()
+    nvcc_home = find_nvcc()
     debug = os.environ.get("FASTMASK_DEBUG", "0") == "1"
     sources = [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "**", "*.cpp"), recursive=True))]
     # CUDA bindings (*_cuda_ops.cpp) compile with the host compiler, only in CUDA builds.
@@ -167,7 +173,7 @@ def build_extension():
             cxx += ["-idirafter", d]
         define_macros += [
             ("FASTMASK_WITH_CUDA", None),
-            ("FASTMASK_CUDA_VERSION", f'"{cuda_version(find_nvcc())}"'),
+            ("FASTMASK_CUDA_VERSION", f'"{cuda_version(nvcc_home)}"'),
             ("FASTMASK_CUDA_ARCHS", f'"{archs}"'),
         ]
         # -fmad=false: no contracted multiply-adds, so device arithmetic equals the CPU kernels bit for bit.
@@ -190,8 +196,7 @@ def build_extension():
     print(f"  version             {package_version(with_cuda)} (requires {torch_requirement()})")
     print("=" * 72, flush=True)
 
-    write_build_info(with_cuda, archs)
-    return extension(
+    return with_cuda, archs, extension(
         name="fastmask._C",
         sources=sources,
         include_dirs=[os.path.join(ROOT, "csrc")],
@@ -201,11 +206,24 @@ def build_extension():
     )
 
 
-extension = build_extension()
+class BuildExtension(cpp_extension.BuildExtension):
+    """Also writes fastmask/_build_info.py next to the built _C: into the build tree for wheels,
+    and into the source tree for in-place and editable builds (never for an sdist)."""
+
+    def run(self):
+        super().run()
+        dirs = [os.path.join(self.build_lib, "fastmask")]
+        if self.inplace or getattr(self, "editable_mode", False):
+            dirs.append(os.path.join(ROOT, "fastmask"))
+        for d in dirs:
+            write_build_info(d, WITH_CUDA, ARCHS)
+
+
+WITH_CUDA, ARCHS, EXTENSION = build_extension()
 setup(
-    version=package_version("FASTMASK_WITH_CUDA" in dict(extension.define_macros)),
+    version=package_version(WITH_CUDA),
     install_requires=[torch_requirement()],
     packages=find_packages(include=["fastmask", "fastmask.*"]),
-    ext_modules=[extension],
-    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    ext_modules=[EXTENSION],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

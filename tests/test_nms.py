@@ -60,6 +60,12 @@ def test_nms_half_types_match_reference(seed, dtype):
         assert torch.equal(nms(boxes, scores, threshold), reference_nms(boxes, scores, threshold))
 
 
+def test_thresholds_beyond_float_range(seed):
+    boxes, scores = random_boxes(100)
+    for threshold in (1e300, -1e300, math.inf, -math.inf, 3.5e38, -3.5e38):
+        assert torch.equal(nms(boxes, scores, threshold), torchvision.ops.nms(boxes, scores, threshold)), threshold
+
+
 def test_iou_exactly_at_threshold():
     boxes = torch.tensor([[0.0, 0, 2, 2], [0, 0, 2, 1]])  # IoU exactly 0.5
     scores = torch.tensor([0.9, 0.8])
@@ -219,7 +225,9 @@ def test_compile_fullgraph(seed):
         (lambda b, s: batched_nms(b, s, torch.zeros(3, dtype=torch.int64), 0.5), ValueError, "idxs must be a"),
         (lambda b, s: multi_image_nms(b, s, 0.5), ValueError, r"boxes must be a \[B, N, 4\]"),
         (lambda b, s: multi_image_nms(b[None], s, 0.5), ValueError, r"scores must have shape \[B, N\]"),
-        (lambda b, s: multi_image_nms(b[None], s[None], 0.5, valid=torch.ones(1, 10)), ValueError, "valid must be a bool"),
+        (lambda b, s: multi_image_nms(b[None], s[None], 0.5, valid=torch.ones(1, 10)), TypeError, "valid must be a bool"),
+        (lambda b, s: multi_image_nms(b[None], s[None], 0.5, valid=torch.ones(1, 9, dtype=torch.bool)), ValueError, "valid must have shape"),
+        (lambda b, s: nms(b, s.long(), 0.5), TypeError, "fastmask.nms: scores must be floating point"),
         (lambda b, s: multi_image_nms(b[None], s[None], 0.5, max_output=-1), ValueError, "max_output must be >= 0"),
     ],
 )

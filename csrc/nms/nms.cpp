@@ -37,9 +37,10 @@ std::tuple<at::Tensor, at::Tensor> multi_image_nms(const NmsKernel& kernel, cons
                       idxs->device(), " but boxes is on ", boxes.device());
   }
   if (valid) {
-    TORCH_CHECK_VALUE(valid->sizes() == scores.sizes() && valid->scalar_type() == at::kBool,
-                      "fastmask.multi_image_nms: valid must be a bool tensor of shape [B, N] = [", B, ", ", N,
-                      "], got ", valid->scalar_type(), " ", valid->sizes());
+    TORCH_CHECK_TYPE(valid->scalar_type() == at::kBool,
+                     "fastmask.multi_image_nms: valid must be a bool tensor, got ", valid->scalar_type());
+    TORCH_CHECK_VALUE(valid->sizes() == scores.sizes(), "fastmask.multi_image_nms: valid must have shape [B, N] = [",
+                      B, ", ", N, "], got ", valid->sizes());
     TORCH_CHECK_VALUE(valid->device() == boxes.device(), "fastmask.multi_image_nms: valid is on ",
                       valid->device(), " but boxes is on ", boxes.device());
   }
@@ -80,6 +81,8 @@ at::Tensor single_image_nms(const NmsKernel& kernel, const at::Tensor& boxes, co
   TORCH_CHECK_VALUE(scores.dim() == 1 && scores.size(0) == boxes.size(0),
                     "fastmask.nms: scores must be a [N] tensor with N = ", boxes.size(0), ", got shape ",
                     scores.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(scores.scalar_type()), "fastmask.nms: scores must be floating point, got ",
+                   scores.scalar_type());
   if (idxs) {
     TORCH_CHECK_VALUE(idxs->dim() == 1 && idxs->size(0) == boxes.size(0),
                       "fastmask.batched_nms: idxs must be a [N] tensor with N = ", boxes.size(0),

@@ -32,8 +32,16 @@ namespace {
 template <typename T>
 struct Exceeds {
   T t;
-  explicit Exceeds(double threshold) : t(static_cast<T>(threshold)) {
-    if (static_cast<double>(t) > threshold) t = std::nextafter(t, -std::numeric_limits<T>::infinity());
+  explicit Exceeds(double threshold) {
+    constexpr double most = std::numeric_limits<T>::max();
+    if (threshold > most) {
+      t = std::numeric_limits<T>::max();  // only +inf exceeds it
+    } else if (threshold < -most) {
+      t = -std::numeric_limits<T>::infinity();  // everything but -inf and NaN exceeds it
+    } else {
+      t = static_cast<T>(threshold);  // in range (or NaN): defined
+      if (static_cast<double>(t) > threshold) t = std::nextafter(t, -std::numeric_limits<T>::infinity());
+    }
   }
   bool operator()(T ovr) const { return ovr > t; }
 };

@@ -96,7 +96,7 @@ at::Tensor fill_common(RoIAlignParams& p, const RoIAlignBackend& backend, const 
   p.pooled_width = pooled_width;
   p.sampling_ratio = sampling_ratio;
   p.aligned = aligned;
-  p.dtype = scalar_kind(dtype, "fastmask.roi_align: features");
+  p.dtype = scalar_kind(dtype, "fastmask.roi_align: input (features)");
   return rois_acc;
 }
 
@@ -123,7 +123,6 @@ at::Tensor multi_level_roi_align_forward(const RoIAlignBackend& backend, at::Ten
     TORCH_CHECK_VALUE(f.device() == first.device(),
                       "fastmask.multi_level_roi_align: every feature level must be on the same device");
   }
-  scalar_kind(first.scalar_type(), "fastmask.roi_align: input");
   const c10::OptionalDeviceGuard device_guard(first.device());
 
   RoIAlignParams p;

@@ -1,5 +1,5 @@
 """Argument checks shared by the op wrappers: clear Python errors naming the argument."""
-from typing import List, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -7,9 +7,13 @@ from torch import Tensor
 _FEATURE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
-def check_features(x: Tensor, name: str) -> None:
+def check_tensor(x, name: str) -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a Tensor, got {type(x).__name__}")
+
+
+def check_features(x: Tensor, name: str) -> None:
+    check_tensor(x, name)
     if x.dim() != 4:
         raise ValueError(f"{name} must be a 4-D [N, C, H, W] tensor, got shape {tuple(x.shape)}")
     if x.dtype not in _FEATURE_DTYPES:
@@ -52,6 +56,13 @@ def output_pair(output_size: Union[int, Tuple[int, int], List[int]]) -> Tuple[in
     if pair[0] <= 0 or pair[1] <= 0:
         raise ValueError(f"output_size must be positive, got {pair}")
     return pair
+
+
+def resolve_deterministic(deterministic: Optional[bool]) -> bool:
+    """An explicit choice, else torch.use_deterministic_algorithms's setting."""
+    if deterministic is None:
+        return torch.are_deterministic_algorithms_enabled()
+    return bool(deterministic)
 
 
 def is_channels_last(x: Tensor) -> bool:

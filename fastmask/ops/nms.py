@@ -16,20 +16,16 @@ import torch
 from torch import Tensor
 
 from .._loader import check_device
+from ._checks import check_tensor
 
 __all__ = ["nms", "batched_nms", "multi_image_nms"]
-
-
-def _check_tensor(x, name: str) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a Tensor, got {type(x).__name__}")
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Indices (int64) of the boxes kept, by decreasing score. ``boxes``: ``[N, 4]`` (x1, y1, x2, y2),
     float32/64/16 or bfloat16; ``scores``: ``[N]``. On CUDA it synchronises once, for the count."""
-    _check_tensor(boxes, "boxes")
-    _check_tensor(scores, "scores")
+    check_tensor(boxes, "boxes")
+    check_tensor(scores, "scores")
     check_device(boxes.device)
     return torch.ops.fastmask.nms(boxes, scores, float(iou_threshold))
 
@@ -37,9 +33,9 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
     """Class-aware NMS: boxes with different ``idxs`` (``[N]`` integer class or level ids) never
     suppress each other. Indices kept, by decreasing score."""
-    _check_tensor(boxes, "boxes")
-    _check_tensor(scores, "scores")
-    _check_tensor(idxs, "idxs")
+    check_tensor(boxes, "boxes")
+    check_tensor(scores, "scores")
+    check_tensor(idxs, "idxs")
     check_device(boxes.device)
     return torch.ops.fastmask.batched_nms(boxes, scores, idxs, float(iou_threshold))
 
@@ -68,8 +64,8 @@ def multi_image_nms(
         decreasing score, padded with ``-1``; ``counts``: ``[B]`` int64, how many are kept. Row ``b``
         equals ``torchvision.ops.batched_nms`` (or ``nms``) on image ``b``, truncated to ``max_output``.
     """
-    _check_tensor(boxes, "boxes")
-    _check_tensor(scores, "scores")
+    check_tensor(boxes, "boxes")
+    check_tensor(scores, "scores")
     check_device(boxes.device)
     if max_output is None:
         max_output = boxes.shape[1] if boxes.dim() == 3 else 0

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .._loader import check_device
-from ._checks import check_boxes, check_features
+from ._checks import check_boxes, check_features, output_pair, resolve_deterministic
 from .roi_align import convert_boxes_to_roi_format, roi_align
 
 __all__ = ["MultiScaleRoIAlign", "infer_scales", "map_levels"]
@@ -57,11 +57,9 @@ class MultiScaleRoIAlign(nn.Module):
         deterministic: Optional[bool] = None,
     ):
         super().__init__()
-        if isinstance(output_size, int):
-            output_size = (output_size, output_size)
         self.featmap_names = featmap_names
         self.sampling_ratio = sampling_ratio
-        self.output_size = tuple(output_size)
+        self.output_size = output_pair(output_size)
         self.canonical_scale = canonical_scale
         self.canonical_level = canonical_level
         self.deterministic = deterministic
@@ -74,9 +72,9 @@ class MultiScaleRoIAlign(nn.Module):
         for name, f in zip(self.featmap_names, features):
             check_features(f, f"x[{name!r}]")
         check_device(features[0].device)
-        check_boxes(boxes)
         if isinstance(boxes, Tensor):
             raise TypeError("boxes must be a list of [L, 4] tensors, one per image")
+        check_boxes(boxes)
         self.scales = infer_scales(features, image_shapes)
         if len(features) == 1:
             return roi_align(features[0], boxes, self.output_size, self.scales[0], self.sampling_ratio,
@@ -87,10 +85,9 @@ class MultiScaleRoIAlign(nn.Module):
         k_max = int(-math.log2(self.scales[-1]))
         rois = convert_boxes_to_roi_format(boxes)
         levels = map_levels(rois[:, 1:], k_min, k_max, self.canonical_scale, self.canonical_level)
-        deterministic = torch.are_deterministic_algorithms_enabled() if self.deterministic is None else self.deterministic
         return torch.ops.fastmask.multi_level_roi_align(
             features, rois, levels, self.scales, self.output_size[0], self.output_size[1],
-            int(self.sampling_ratio), False, bool(deterministic),
+            int(self.sampling_ratio), False, resolve_deterministic(self.deterministic),
         )
 
     def __repr__(self) -> str:

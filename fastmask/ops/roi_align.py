@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .._loader import check_device
-from ._checks import check_boxes, check_features, output_pair
+from ._checks import check_boxes, check_features, output_pair, resolve_deterministic
 
 __all__ = ["roi_align", "RoIAlign", "convert_boxes_to_roi_format"]
 
@@ -31,12 +31,6 @@ def as_rois(boxes: Union[Tensor, List[Tensor]], features: Tensor) -> Tensor:
     if len(boxes) == 0:
         return torch.zeros((0, 5), dtype=features.dtype, device=features.device)
     return convert_boxes_to_roi_format(boxes)
-
-
-def _resolve_deterministic(deterministic: Optional[bool]) -> bool:
-    if deterministic is None:
-        return torch.are_deterministic_algorithms_enabled()
-    return bool(deterministic)
 
 
 def roi_align(
@@ -73,7 +67,7 @@ def roi_align(
     ph, pw = output_pair(output_size)
     return torch.ops.fastmask.roi_align(
         input, rois, float(spatial_scale), ph, pw, int(sampling_ratio), bool(aligned),
-        _resolve_deterministic(deterministic),
+        resolve_deterministic(deterministic),
     )
 
 
