@@ -82,7 +82,7 @@ inline A pool_bin(const T* plane, int64_t width, const RoITaps<A>& t, int64_t ph
     const T* row_high = plane + ty.high * width;
     for (int32_t j = t.x_begin[pw]; j < t.x_begin[pw + 1]; ++j) {
       const AxisTap<A>& tx = t.x_taps[j];
-      const A w1 = ty.hw * tx.hw, w2 = ty.hw * tx.lw, w3 = ty.lw * tx.hw, w4 = ty.lw * tx.lw;
+      const auto [w1, w2, w3, w4] = bilinear_weights(ty, tx);
       sum += w1 * static_cast<A>(row_low[tx.low]) + w2 * static_cast<A>(row_low[tx.high]) +
              w3 * static_cast<A>(row_high[tx.low]) + w4 * static_cast<A>(row_high[tx.high]);
     }
@@ -143,7 +143,7 @@ void forward_nhwc(const RoIAlignParams& p, const std::vector<RoITaps<A>>& taps, 
             const AxisTap<A>& ty = t.y_taps[i];
             for (int32_t j = t.x_begin[pw]; j < t.x_begin[pw + 1]; ++j) {
               const AxisTap<A>& tx = t.x_taps[j];
-              const A w1 = ty.hw * tx.hw, w2 = ty.hw * tx.lw, w3 = ty.lw * tx.hw, w4 = ty.lw * tx.lw;
+              const auto [w1, w2, w3, w4] = bilinear_weights(ty, tx);
               const T* p1 = image + (ty.low * lv.width + tx.low) * C;
               const T* p2 = image + (ty.low * lv.width + tx.high) * C;
               const T* p3 = image + (ty.high * lv.width + tx.low) * C;
@@ -192,7 +192,7 @@ void backward_nchw(const RoIAlignParams& p, const std::vector<RoITaps<A>>& taps)
               A* row_high = plane + ty.high * lv.width;
               for (int32_t j = t.x_begin[pw]; j < t.x_begin[pw + 1]; ++j) {
                 const AxisTap<A>& tx = t.x_taps[j];
-                const A w1 = ty.hw * tx.hw, w2 = ty.hw * tx.lw, w3 = ty.lw * tx.hw, w4 = ty.lw * tx.lw;
+                const auto [w1, w2, w3, w4] = bilinear_weights(ty, tx);
                 row_low[tx.low] += g * w1 / count;
                 row_low[tx.high] += g * w2 / count;
                 row_high[tx.low] += g * w3 / count;
@@ -231,7 +231,7 @@ void backward_nhwc(const RoIAlignParams& p, const std::vector<RoITaps<A>>& taps)
               const AxisTap<A>& ty = t.y_taps[i];
               for (int32_t j = t.x_begin[pw]; j < t.x_begin[pw + 1]; ++j) {
                 const AxisTap<A>& tx = t.x_taps[j];
-                const A w1 = ty.hw * tx.hw, w2 = ty.hw * tx.lw, w3 = ty.lw * tx.hw, w4 = ty.lw * tx.lw;
+                const auto [w1, w2, w3, w4] = bilinear_weights(ty, tx);
                 A* q1 = image + (ty.low * lv.width + tx.low) * C;
                 A* q2 = image + (ty.low * lv.width + tx.high) * C;
                 A* q3 = image + (ty.high * lv.width + tx.low) * C;

@@ -90,7 +90,7 @@ __global__ void forward_kernel(const RoIAlignParams p, int64_t total) {
         for (int64_t ix = ix0; ix < ix1; ++ix) {
           AxisTap<A> tx;
           if (!axis_tap(sample_coordinate(g.start_w, b.pw, g.bin_w, ix, g.grid_w), lv.width, tx)) continue;
-          const A w1 = ty.hw * tx.hw, w2 = ty.hw * tx.lw, w3 = ty.lw * tx.hw, w4 = ty.lw * tx.lw;
+          const auto [w1, w2, w3, w4] = bilinear_weights(ty, tx);
           sum += w1 * DeviceScalar<T>::load(row_low[tx.low * x_step]) +
                  w2 * DeviceScalar<T>::load(row_low[tx.high * x_step]) +
                  w3 * DeviceScalar<T>::load(row_high[tx.low * x_step]) +
@@ -128,7 +128,7 @@ __global__ void backward_atomic_kernel(const RoIAlignParams p, int64_t total) {
       for (int64_t ix = ix0; ix < ix1; ++ix) {
         AxisTap<A> tx;
         if (!axis_tap(sample_coordinate(g.start_w, b.pw, g.bin_w, ix, g.grid_w), lv.width, tx)) continue;
-        const A w1 = ty.hw * tx.hw, w2 = ty.hw * tx.lw, w3 = ty.lw * tx.hw, w4 = ty.lw * tx.lw;
+        const auto [w1, w2, w3, w4] = bilinear_weights(ty, tx);
         atomicAdd(grad + pixel_offset(p, g.batch, b.c, ty.low, tx.low, lv.height, lv.width), go * w1 / count);
         atomicAdd(grad + pixel_offset(p, g.batch, b.c, ty.low, tx.high, lv.height, lv.width), go * w2 / count);
         atomicAdd(grad + pixel_offset(p, g.batch, b.c, ty.high, tx.low, lv.height, lv.width), go * w3 / count);
@@ -198,7 +198,7 @@ __global__ void backward_deterministic_kernel(const RoIAlignParams p, const Band
             for (int64_t ix = ix0; ix < ix1; ++ix) {
               AxisTap<A> tx;
               if (!axis_tap(sample_coordinate(g.start_w, pw, g.bin_w, ix, g.grid_w), W, tx)) continue;
-              const A w1 = ty.hw * tx.hw, w2 = ty.hw * tx.lw, w3 = ty.lw * tx.hw, w4 = ty.lw * tx.lw;
+              const auto [w1, w2, w3, w4] = bilinear_weights(ty, tx);
               if (low_in) {
                 grad[(ty.low * W + tx.low) * C + c] += go * w1 / count;
                 grad[(ty.low * W + tx.high) * C + c] += go * w2 / count;

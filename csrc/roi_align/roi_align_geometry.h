@@ -113,6 +113,18 @@ FASTMASK_HOST_DEVICE bool axis_tap(T coord, int64_t size, AxisTap<T>& tap) {
   return true;
 }
 
+// The four weights of a sample, in torchvision's order: (low y, low x),
+// (low y, high x), (high y, low x), (high y, high x).
+template <typename T>
+struct BilinearWeights {
+  T w1, w2, w3, w4;
+};
+
+template <typename T>
+FASTMASK_HOST_DEVICE BilinearWeights<T> bilinear_weights(const AxisTap<T>& ty, const AxisTap<T>& tx) {
+  return {ty.hw * tx.hw, ty.hw * tx.lw, ty.lw * tx.hw, ty.lw * tx.lw};
+}
+
 // The range [first, last) of sample indices of bin p that can fall inside the
 // map. For grids much finer than the map (huge boxes) this keeps the work
 // bounded by the map's size, not the box's; axis_tap still decides exactly.
