@@ -30,4 +30,20 @@ TORCH_LIBRARY(fastmask, m) {
   m.def(
       "multi_image_nms(Tensor boxes, Tensor scores, Tensor? idxs, Tensor? valid, float iou_threshold, "
       "int max_output) -> (Tensor keep, Tensor counts)");
+
+  // RPN (anchors, box coding, proposals). Anchors, codes and proposals follow torchvision's
+  // AnchorGenerator, BoxCoder and RegionProposalNetwork.filter_proposals.
+  // Anchors of every level for num_images images: [num_images, total, 4]. grid_sizes and strides
+  // hold (height, width) per level.
+  m.def("grid_anchors(Tensor[] cell_anchors, SymInt[] grid_sizes, SymInt[] strides, SymInt num_images) -> Tensor");
+  m.def("decode_boxes(Tensor rel_codes, Tensor boxes, float[] weights, float bbox_xform_clip) -> Tensor");
+  m.def("encode_boxes(Tensor reference_boxes, Tensor proposals, float[] weights) -> Tensor");
+  // Per image and level top-k, decode, clip, size and score filters, level-aware NMS, top-N, for
+  // the whole batch: boxes [B, post_nms_top_n, 4] and scores [B, post_nms_top_n], zero padded
+  // after counts[b]; static shapes, no host sync.
+  m.def(
+      "generate_proposals(Tensor[] objectness, Tensor[] pred_bbox_deltas, Tensor[] cell_anchors, "
+      "SymInt[] strides, Tensor image_sizes, int pre_nms_top_n, int post_nms_top_n, float nms_thresh, "
+      "float score_thresh, float min_size, float[] weights, float bbox_xform_clip) "
+      "-> (Tensor boxes, Tensor scores, Tensor counts)");
 }

@@ -13,4 +13,8 @@ int64_t nms_mask_words(int64_t num_boxes);
 // Launches on `stream`, returns the launch error.
 cudaError_t multi_image_nms_cuda(const NmsParams& params, void* mask, void* removed, cudaStream_t stream);
 
+// Host side (nms_cuda_ops.cpp): scratch from the caching allocator, the launches on the current
+// stream, and their checks.
+void multi_image_nms_cuda_run(const NmsParams& params);
+
 }  // namespace fastmask

@@ -8,9 +8,8 @@
 #include "nms_registration.h"
 
 namespace fastmask {
-namespace {
 
-void run(const NmsParams& p) {
+void multi_image_nms_cuda_run(const NmsParams& p) {
   const int64_t words = nms_mask_words(p.num_boxes);
   const double bytes = 8.0 * p.num_images * p.num_boxes * words;
   TORCH_CHECK_VALUE(bytes < 16.0 * (1LL << 30), "fastmask.nms (CUDA): the overlap mask of ", p.num_images,
@@ -23,7 +22,8 @@ void run(const NmsParams& p) {
       multi_image_nms_cuda(p, mask.data_ptr(), removed.data_ptr(), c10::cuda::getCurrentCUDAStream()), "nms");
 }
 
-NmsKernel cuda_nms_kernel() { return run; }
+namespace {
+NmsKernel cuda_nms_kernel() { return multi_image_nms_cuda_run; }
 
 }  // namespace
 

@@ -106,8 +106,101 @@ def _nms():
         return keep, boxes.new_empty((boxes.shape[0],), dtype=torch.int64)
 
 
+def _decode_reference(rel_codes, boxes, weights, clip):
+    """torchvision's BoxCoder.decode_single in tensor ops: the backward of decode_boxes."""
+    boxes = boxes.to(rel_codes.dtype)
+    widths = boxes[:, 2] - boxes[:, 0]
+    heights = boxes[:, 3] - boxes[:, 1]
+    ctr_x = boxes[:, 0] + 0.5 * widths
+    ctr_y = boxes[:, 1] + 0.5 * heights
+    wx, wy, ww, wh = weights
+    dx = rel_codes[:, 0::4] / wx
+    dy = rel_codes[:, 1::4] / wy
+    dw = torch.clamp(rel_codes[:, 2::4] / ww, max=clip)
+    dh = torch.clamp(rel_codes[:, 3::4] / wh, max=clip)
+    pred_ctr_x = dx * widths[:, None] + ctr_x[:, None]
+    pred_ctr_y = dy * heights[:, None] + ctr_y[:, None]
+    half_w = 0.5 * torch.exp(dw) * widths[:, None]
+    half_h = 0.5 * torch.exp(dh) * heights[:, None]
+    return torch.stack((pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h),
+                       dim=2).flatten(1)
+
+
+def _encode_reference(reference_boxes, proposals, weights):
+    """torchvision's encode_boxes in tensor ops: the backward of encode_boxes."""
+    dtype = torch.promote_types(reference_boxes.dtype, proposals.dtype)
+    reference_boxes, proposals = reference_boxes.to(dtype), proposals.to(dtype)
+    wx, wy, ww, wh = weights
+    ex_w = proposals[:, 2] - proposals[:, 0]
+    ex_h = proposals[:, 3] - proposals[:, 1]
+    ex_ctr_x = proposals[:, 0] + 0.5 * ex_w
+    ex_ctr_y = proposals[:, 1] + 0.5 * ex_h
+    gt_w = reference_boxes[:, 2] - reference_boxes[:, 0]
+    gt_h = reference_boxes[:, 3] - reference_boxes[:, 1]
+    gt_ctr_x = reference_boxes[:, 0] + 0.5 * gt_w
+    gt_ctr_y = reference_boxes[:, 1] + 0.5 * gt_h
+    return torch.stack((wx * (gt_ctr_x - ex_ctr_x) / ex_w, wy * (gt_ctr_y - ex_ctr_y) / ex_h,
+                        ww * torch.log(gt_w / ex_w), wh * torch.log(gt_h / ex_h)), dim=1)
+
+
+def _vjp(reference, grad, inputs, needs_grad, *args):
+    """Gradients of `reference(*inputs, *args)` against `grad`, for the inputs that need one."""
+    with torch.enable_grad():
+        leaves = [x.detach().requires_grad_(need) for x, need in zip(inputs, needs_grad)]
+        wanted = [x for x in leaves if x.requires_grad]
+        grads = iter(torch.autograd.grad(reference(*leaves, *args), wanted, grad) if wanted else ())
+    return [next(grads) if x.requires_grad else None for x in leaves]
+
+
+def _rpn():
+    @torch.library.register_fake(_lib + "grid_anchors")
+    def _(cell_anchors, grid_sizes, strides, num_images):
+        total = sum(grid_sizes[2 * i] * grid_sizes[2 * i + 1] * c.shape[0] for i, c in enumerate(cell_anchors))
+        return cell_anchors[0].new_empty((num_images, total, 4))
+
+    @torch.library.register_fake(_lib + "decode_boxes")
+    def _(rel_codes, boxes, weights, bbox_xform_clip):
+        return torch.empty_like(rel_codes, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake(_lib + "encode_boxes")
+    def _(reference_boxes, proposals, weights):
+        dtype = torch.promote_types(reference_boxes.dtype, proposals.dtype)
+        return reference_boxes.new_empty(reference_boxes.shape, dtype=dtype)
+
+    @torch.library.register_fake(_lib + "generate_proposals")
+    def _(objectness, pred_bbox_deltas, cell_anchors, strides, image_sizes, pre_nms_top_n, post_nms_top_n,
+          nms_thresh, score_thresh, min_size, weights, bbox_xform_clip):
+        first = objectness[0]
+        batch = first.shape[0]
+        return (first.new_empty((batch, post_nms_top_n, 4)), first.new_empty((batch, post_nms_top_n)),
+                first.new_empty((batch,), dtype=torch.int64))
+
+    def setup_decode(ctx, inputs, output):
+        rel_codes, boxes, weights, clip = inputs
+        ctx.save_for_backward(rel_codes, boxes)
+        ctx.args = (weights, clip)
+
+    def backward_decode(ctx, grad):
+        grads = _vjp(_decode_reference, grad, ctx.saved_tensors, ctx.needs_input_grad[:2], *ctx.args)
+        return grads[0], grads[1], None, None
+
+    torch.library.register_autograd(_lib + "decode_boxes", backward_decode, setup_context=setup_decode)
+
+    def setup_encode(ctx, inputs, output):
+        reference_boxes, proposals, weights = inputs
+        ctx.save_for_backward(reference_boxes, proposals)
+        ctx.weights = weights
+
+    def backward_encode(ctx, grad):
+        grads = _vjp(_encode_reference, grad, ctx.saved_tensors, ctx.needs_input_grad[:2], ctx.weights)
+        return grads[0], grads[1], None
+
+    torch.library.register_autograd(_lib + "encode_boxes", backward_encode, setup_context=setup_encode)
+
+
 _OPS = ("roi_align", "roi_align_backward", "multi_level_roi_align", "multi_level_roi_align_backward",
-        "nms", "batched_nms", "multi_image_nms")
+        "nms", "batched_nms", "multi_image_nms", "grid_anchors", "decode_boxes", "encode_boxes",
+        "generate_proposals")
 
 
 def _cuda_stubs():
@@ -123,7 +216,7 @@ def _cuda_stubs():
 
 _ext = _loader._state["ext"]
 if _ext is not None:  # without _C there are no ops to register for
-    for _register in (_roi_align, _multi_level_roi_align, _nms):
+    for _register in (_roi_align, _multi_level_roi_align, _nms, _rpn):
         _safely(_register)
     if not _ext.with_cuda:
         _safely(_cuda_stubs)

@@ -1,0 +1,187 @@
+// The arithmetic of torchvision's AnchorGenerator, BoxCoder and
+// RegionProposalNetwork.filter_proposals, one box at a time, shared by the CPU
+// and CUDA kernels.
+//
+// Written expression by expression as torchvision's tensor code runs: every
+// tensor op rounds its result to the tensor's dtype (`A::round`, a no-op for
+// float32/float64), Python scalars are converted to that dtype first (as
+// ATen's clamp / comparison kernels do), and nothing is contracted into an
+// FMA (-ffp-contract=off, -fmad=false). So anchors, clipping and the tests are
+// bit-equal to torchvision; decoded boxes differ only where torch's vectorised
+// exp/log (SLEEF on the CPU) differs from the C library's by an ulp.
+//
+// `A` is the arithmetic of one storage type T: `V` the compute type (float for
+// fp16/bf16), load/store/round, exp/log, and div_scalar (ATen divides by a
+// Python scalar on the CPU, but multiplies by its reciprocal on CUDA).
+#pragma once
+
+#include <cstdint>
+
+#include "common/host_device.h"
+#include "rpn_params.h"
+
+namespace fastmask {
+namespace rpn {
+
+// torch.clamp: NaN stays NaN.
+template <typename V>
+FASTMASK_HOST_DEVICE V clamp_nan(V v, V lo, V hi) {
+  if (v != v) return v;
+  v = v < lo ? lo : v;
+  return hi < v ? hi : v;
+}
+
+template <typename V>
+FASTMASK_HOST_DEVICE V min_nan(V v, V hi) {
+  return v != v ? v : (hi < v ? hi : v);
+}
+
+// An int64 (a shift, an image size) or a Python float converted to the dtype.
+template <typename A, typename S>
+FASTMASK_HOST_DEVICE typename A::V to_dtype(S s) {
+  return A::round(static_cast<typename A::V>(s));
+}
+
+// Anchor coordinate: int64 shift + cell anchor coordinate, in the dtype.
+template <typename A>
+FASTMASK_HOST_DEVICE typename A::V anchor_coord(int64_t shift, typename A::T cell) {
+  return A::round(to_dtype<A>(shift) + A::load(cell));
+}
+
+// BoxCoder.decode_single for one 4-vector of codes against its box.
+template <typename A>
+FASTMASK_HOST_DEVICE void decode_box(const typename A::V box[4], const typename A::V code[4],
+                                     const double weights[4], typename A::V clip, typename A::V out[4]) {
+  using V = typename A::V;
+  const V half = 0.5;
+  const V width = A::round(box[2] - box[0]);
+  const V height = A::round(box[3] - box[1]);
+  const V ctr_x = A::round(box[0] + A::round(half * width));
+  const V ctr_y = A::round(box[1] + A::round(half * height));
+  const V dx = A::div_scalar(code[0], weights[0]);
+  const V dy = A::div_scalar(code[1], weights[1]);
+  const V dw = min_nan(A::div_scalar(code[2], weights[2]), clip);
+  const V dh = min_nan(A::div_scalar(code[3], weights[3]), clip);
+  const V pred_ctr_x = A::round(A::round(dx * width) + ctr_x);
+  const V pred_ctr_y = A::round(A::round(dy * height) + ctr_y);
+  const V pred_w = A::round(A::round(A::exp(dw)) * width);
+  const V pred_h = A::round(A::round(A::exp(dh)) * height);
+  const V half_w = A::round(half * pred_w);
+  const V half_h = A::round(half * pred_h);
+  out[0] = A::round(pred_ctr_x - half_w);
+  out[1] = A::round(pred_ctr_y - half_h);
+  out[2] = A::round(pred_ctr_x + half_w);
+  out[3] = A::round(pred_ctr_y + half_h);
+}
+
+// torchvision's encode_boxes: the codes that take `proposal` to `reference`.
+template <typename A>
+FASTMASK_HOST_DEVICE void encode_box(const typename A::V reference[4], const typename A::V proposal[4],
+                                     const double weights[4], typename A::V out[4]) {
+  using V = typename A::V;
+  const V half = 0.5;
+  const V ex_w = A::round(proposal[2] - proposal[0]);
+  const V ex_h = A::round(proposal[3] - proposal[1]);
+  const V ex_ctr_x = A::round(proposal[0] + A::round(half * ex_w));
+  const V ex_ctr_y = A::round(proposal[1] + A::round(half * ex_h));
+  const V gt_w = A::round(reference[2] - reference[0]);
+  const V gt_h = A::round(reference[3] - reference[1]);
+  const V gt_ctr_x = A::round(reference[0] + A::round(half * gt_w));
+  const V gt_ctr_y = A::round(reference[1] + A::round(half * gt_h));
+  // The weights are a tensor of the boxes' dtype in torchvision.
+  out[0] = A::round(A::round(to_dtype<A>(weights[0]) * A::round(gt_ctr_x - ex_ctr_x)) / ex_w);
+  out[1] = A::round(A::round(to_dtype<A>(weights[1]) * A::round(gt_ctr_y - ex_ctr_y)) / ex_h);
+  out[2] = A::round(to_dtype<A>(weights[2]) * A::round(A::log(A::round(gt_w / ex_w))));
+  out[3] = A::round(to_dtype<A>(weights[3]) * A::round(A::log(A::round(gt_h / ex_h))));
+}
+
+template <typename A>
+FASTMASK_HOST_DEVICE void write_anchor(const AnchorParams& p, int64_t image, int64_t index) {
+  using T = typename A::T;
+  int l = 0;
+  while (l + 1 < p.num_levels && index >= p.level_start[l + 1]) ++l;
+  const AnchorGrid& g = p.levels[l];
+  // torchvision's order within a level: location (row-major), then cell anchor.
+  const int64_t local = index - p.level_start[l];
+  const int64_t location = local / g.cells, a = local - location * g.cells;
+  const int64_t y = location / g.width, x = location - y * g.width;
+  const T* cell = static_cast<const T*>(g.cell_anchors) + a * 4;
+  T* out = static_cast<T*>(p.anchors) + (image * p.level_start[p.num_levels] + index) * 4;
+  out[0] = A::store(anchor_coord<A>(x * g.stride_w, cell[0]));
+  out[1] = A::store(anchor_coord<A>(y * g.stride_h, cell[1]));
+  out[2] = A::store(anchor_coord<A>(x * g.stride_w, cell[2]));
+  out[3] = A::store(anchor_coord<A>(y * g.stride_h, cell[3]));
+}
+
+template <typename A>
+FASTMASK_HOST_DEVICE void decode_one(const BoxCodingParams& p, int64_t n, int64_t c) {
+  using T = typename A::T;
+  using V = typename A::V;
+  const T* b = static_cast<const T*>(p.boxes) + n * 4;
+  const T* code_in = static_cast<const T*>(p.codes) + (n * p.classes + c) * 4;
+  V box[4], code[4], out[4];
+  for (int j = 0; j < 4; ++j) {
+    box[j] = A::load(b[j]);
+    code[j] = A::load(code_in[j]);
+  }
+  decode_box<A>(box, code, p.weights, to_dtype<A>(p.clip), out);
+  T* o = static_cast<T*>(p.out) + (n * p.classes + c) * 4;
+  for (int j = 0; j < 4; ++j) o[j] = A::store(out[j]);
+}
+
+template <typename A>
+FASTMASK_HOST_DEVICE void encode_one(const BoxCodingParams& p, int64_t n) {
+  using T = typename A::T;
+  using V = typename A::V;
+  const T* r = static_cast<const T*>(p.codes) + n * 4;
+  const T* q = static_cast<const T*>(p.boxes) + n * 4;
+  V reference[4], proposal[4], out[4];
+  for (int j = 0; j < 4; ++j) {
+    reference[j] = A::load(r[j]);
+    proposal[j] = A::load(q[j]);
+  }
+  encode_box<A>(reference, proposal, p.weights, out);
+  T* o = static_cast<T*>(p.out) + n * 4;
+  for (int j = 0; j < 4; ++j) o[j] = A::store(out[j]);
+}
+
+// Candidate k of image b: its anchor, decoded with its deltas, clipped to the
+// image, and whether it survives remove_small_boxes and the score threshold.
+template <typename A>
+FASTMASK_HOST_DEVICE void propose_one(const ProposalParams& p, int64_t b, int64_t k) {
+  using T = typename A::T;
+  using V = typename A::V;
+  const int64_t K = p.level_start[p.num_levels];
+  int l = 0;
+  while (l + 1 < p.num_levels && k >= p.level_start[l + 1]) ++l;
+  const AnchorGrid& g = p.levels[l];
+  const int64_t n = p.topk_index[b * K + k];
+  const int64_t plane = g.height * g.width;
+  const int64_t a = n / plane, location = n - a * plane;
+  const int64_t y = location / g.width, x = location - y * g.width;
+
+  const T* cell = static_cast<const T*>(g.cell_anchors) + a * 4;
+  const V anchor[4] = {anchor_coord<A>(x * g.stride_w, cell[0]), anchor_coord<A>(y * g.stride_h, cell[1]),
+                       anchor_coord<A>(x * g.stride_w, cell[2]), anchor_coord<A>(y * g.stride_h, cell[3])};
+  const int64_t* s = p.delta_strides[l];
+  const T* d = static_cast<const T*>(p.deltas[l]) + b * s[0] + a * 4 * s[1] + y * s[2] + x * s[3];
+  const V code[4] = {A::load(d[0]), A::load(d[s[1]]), A::load(d[2 * s[1]]), A::load(d[3 * s[1]])};
+  V box[4];
+  decode_box<A>(anchor, code, p.weights, to_dtype<A>(p.clip), box);
+
+  const V zero = 0;
+  const V max_x = to_dtype<A>(p.image_sizes[b * 2 + 1]), max_y = to_dtype<A>(p.image_sizes[b * 2]);
+  box[0] = clamp_nan(box[0], zero, max_x);
+  box[1] = clamp_nan(box[1], zero, max_y);
+  box[2] = clamp_nan(box[2], zero, max_x);
+  box[3] = clamp_nan(box[3], zero, max_y);
+  const V min_size = to_dtype<A>(p.min_size);
+  const V score = A::load(static_cast<const T*>(p.scores)[b * K + k]);
+  p.valid[b * K + k] = A::round(box[2] - box[0]) >= min_size && A::round(box[3] - box[1]) >= min_size &&
+                       score >= to_dtype<A>(p.score_thresh);
+  T* out = static_cast<T*>(p.boxes) + (b * K + k) * 4;
+  for (int j = 0; j < 4; ++j) out[j] = A::store(box[j]);
+}
+
+}  // namespace rpn
+}  // namespace fastmask

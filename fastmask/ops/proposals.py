@@ -1,0 +1,130 @@
+"""Proposal generation: torchvision's ``RegionProposalNetwork`` post-processing for a whole
+batch in one call, and a drop-in ``RegionProposalNetwork`` that uses it.
+
+``generate_proposals`` reads the RPN head's outputs as they are (per level ``[B, A, H, W]``
+objectness, ``[B, 4A, H, W]`` deltas): per image and level top-k by objectness, then for only
+those anchors one kernel computes the anchor, decodes, clips to the image and applies the size
+and score filters; level-aware NMS of every image runs in one ``multi_image_nms``; the top
+``post_nms_top_n`` come back padded. No anchors are materialised, no Python loop over images or
+levels runs kernels, and on CUDA nothing waits for the device.
+
+The result equals ``RegionProposalNetwork.filter_proposals`` on the same inputs, except (1) a
+decoded coordinate can differ by an ulp where torch's vectorised ``exp`` and the C library's
+round differently (see ``box_coder``), which can flip a box whose IoU is within an ulp of the NMS
+threshold; (2) the order of proposals whose scores are exactly equal: torchvision's CPU
+``batched_nms`` above 1000 boxes orders them arbitrarily, here they keep candidate order.
+"""
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+from torchvision.models.detection import rpn as tv_rpn
+
+from .._loader import check_device
+from ._checks import check_tensor
+from .anchors import level_strides
+from .box_coder import DEFAULT_CLIP, BoxCoder, _weights
+
+__all__ = ["generate_proposals", "RegionProposalNetwork", "unpad_proposals"]
+
+
+def _tensor_list(x, name: str) -> List[Tensor]:
+    if isinstance(x, Tensor) or not isinstance(x, (list, tuple)) or not x:
+        raise TypeError(f"{name} must be a non-empty list of per-level Tensors")
+    for i, t in enumerate(x):
+        check_tensor(t, f"{name}[{i}]")
+    return list(x)
+
+
+def generate_proposals(
+    objectness: List[Tensor],
+    pred_bbox_deltas: List[Tensor],
+    cell_anchors: List[Tensor],
+    image_sizes: Union[Tensor, Sequence[Sequence[int]]],
+    padded_size: Sequence[int],
+    pre_nms_top_n: int = 1000,
+    post_nms_top_n: int = 1000,
+    nms_thresh: float = 0.7,
+    score_thresh: float = 0.0,
+    min_size: float = 1e-3,
+    weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+    bbox_xform_clip: float = DEFAULT_CLIP,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Proposals of a batch from the RPN head's outputs (defaults: torchvision's eval settings).
+
+    Args:
+        objectness: per level, ``[B, A, H, W]`` logits.
+        pred_bbox_deltas: per level, ``[B, 4A, H, W]`` box deltas.
+        cell_anchors: per level, the ``[A, 4]`` anchors of one location (``make_cell_anchors``,
+            or an AnchorGenerator's ``cell_anchors``).
+        image_sizes: ``[B, 2]`` integer tensor or list of (height, width) before padding: boxes are
+            clipped to them.
+        padded_size: (height, width) of the padded batch: each level's stride is
+            ``padded_size // (H, W)``, as torchvision's AnchorGenerator computes it.
+
+    Returns:
+        ``boxes [B, post_nms_top_n, 4]``, ``scores [B, post_nms_top_n]`` (sigmoid of objectness),
+        by decreasing score and zero after ``counts[b]`` rows, and ``counts [B]`` (int64).
+    """
+    objectness = _tensor_list(objectness, "objectness")
+    pred_bbox_deltas = _tensor_list(pred_bbox_deltas, "pred_bbox_deltas")
+    cell_anchors = _tensor_list(cell_anchors, "cell_anchors")
+    device = objectness[0].device
+    check_device(device)
+    if not isinstance(image_sizes, Tensor):
+        image_sizes = torch.tensor([[int(h), int(w)] for h, w in image_sizes], dtype=torch.int64,
+                                   device=device).reshape(-1, 2)
+    strides = level_strides(padded_size, [o.shape[-2:] for o in objectness])
+    # The outputs carry no gradient (torchvision detaches them too).
+    return torch.ops.fastmask.generate_proposals(
+        [o.detach() for o in objectness], [d.detach() for d in pred_bbox_deltas], cell_anchors,
+        [s for pair in strides for s in pair], image_sizes, int(pre_nms_top_n), int(post_nms_top_n),
+        float(nms_thresh), float(score_thresh), float(min_size), _weights(weights), float(bbox_xform_clip))
+
+
+def unpad_proposals(boxes: Tensor, counts: Tensor) -> List[Tensor]:
+    """The padded boxes (or scores) as torchvision's list of per-image tensors (one host sync)."""
+    return [b[:n] for b, n in zip(boxes.unbind(0), counts.tolist())]
+
+
+class RegionProposalNetwork(tv_rpn.RegionProposalNetwork):
+    """torchvision's ``RegionProposalNetwork`` (same constructor, submodules and state dict) with
+    its post-processing replaced by ``generate_proposals`` and its box coder by fastmask's.
+    Training losses are torchvision's code, so they draw the same random samples."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
+
+    def propose(self, images, features: List[Tensor], objectness: List[Tensor],
+                pred_bbox_deltas: List[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        """Static-shape proposals: ``(boxes [B, P, 4], scores [B, P], counts [B])``."""
+        self.anchor_generator.set_cell_anchors(features[0].dtype, features[0].device)
+        image_sizes = getattr(images, "image_sizes_tensor", None)
+        if image_sizes is None:
+            image_sizes = images.image_sizes
+        return generate_proposals(
+            objectness, pred_bbox_deltas, self.anchor_generator.cell_anchors, image_sizes,
+            images.tensors.shape[-2:], self.pre_nms_top_n(), self.post_nms_top_n(), self.nms_thresh,
+            self.score_thresh, self.min_size, self.box_coder.weights, self.box_coder.bbox_xform_clip)
+
+    def forward(self, images, features: Dict[str, Tensor],
+                targets: Optional[List[Dict[str, Tensor]]] = None) -> Tuple[List[Tensor], Dict[str, Tensor]]:
+        features = list(features.values())
+        objectness, pred_bbox_deltas = self.head(features)
+        boxes, _, counts = self.propose(images, features, objectness, pred_bbox_deltas)
+        proposals = unpad_proposals(boxes, counts)
+
+        losses = {}
+        if self.training:
+            if targets is None:
+                raise ValueError("targets should not be None in training mode")
+            anchors = self.anchor_generator(images, features)
+            objectness, pred_bbox_deltas = tv_rpn.concat_box_prediction_layers(objectness, pred_bbox_deltas)
+            labels, matched_gt_boxes = self.assign_targets_to_anchors(anchors, targets)
+            regression_targets = self.box_coder.encode(matched_gt_boxes, anchors)
+            loss_objectness, loss_rpn_box_reg = self.compute_loss(
+                objectness, pred_bbox_deltas, labels, regression_targets)
+            losses = {"loss_objectness": loss_objectness, "loss_rpn_box_reg": loss_rpn_box_reg}
+        return proposals, losses
