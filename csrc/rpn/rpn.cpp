@@ -202,8 +202,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> generate_proposals(
     p.deltas[l] = del.const_data_ptr();
     for (int d = 0; d < 4; ++d) p.delta_strides[l][d] = del.stride(d);
 
-    // torchvision's per-level top-k; our index is in objectness' own (a, y, x) order.
-    const at::Tensor flat = obj.reshape({B, A * H * W});
+    // torchvision's per-level top-k, over the same (y, x, a)-ordered values so that even tied
+    // logits select and order the same anchors (topk's tie order depends on the layout).
+    const at::Tensor flat = obj.permute({0, 2, 3, 1}).reshape({B, H * W * A});
     const int64_t k = std::min(pre_nms_top_n, flat.size(1));
     std::tie(scores_per_level[l], index_per_level[l]) = flat.topk(k, 1, /*largest=*/true, /*sorted=*/true);
     level_ids[l] = at::full({k}, static_cast<int64_t>(l), obj.options().dtype(at::kLong));

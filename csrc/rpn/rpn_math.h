@@ -156,8 +156,7 @@ FASTMASK_HOST_DEVICE void propose_one(const ProposalParams& p, int64_t b, int64_
   while (l + 1 < p.num_levels && k >= p.level_start[l + 1]) ++l;
   const AnchorGrid& g = p.levels[l];
   const int64_t n = p.topk_index[b * K + k];
-  const int64_t plane = g.height * g.width;
-  const int64_t a = n / plane, location = n - a * plane;
+  const int64_t location = n / g.cells, a = n - location * g.cells;
   const int64_t y = location / g.width, x = location - y * g.width;
 
   const T* cell = static_cast<const T*>(g.cell_anchors) + a * 4;

@@ -50,7 +50,7 @@ struct ProposalParams {
   const void* deltas[kMaxRpnLevels] = {};        // level's [B, 4A, H, W] in dtype, any strides
   int64_t delta_strides[kMaxRpnLevels][4] = {};  // elements
   int64_t level_start[kMaxRpnLevels + 1] = {};   // first candidate of each level; [num_levels] = K
-  const int64_t* topk_index = nullptr;  // [B, K] index of each candidate in its level: a * H * W + y * W + x
+  const int64_t* topk_index = nullptr;  // [B, K] index of each candidate in its level: (y * W + x) * A + a
   const void* scores = nullptr;         // [B, K] sigmoid(objectness), dtype
   const int64_t* image_sizes = nullptr; // [B, 2] (height, width) before padding
   double weights[4] = {1, 1, 1, 1};
