@@ -26,7 +26,12 @@ import torch
 import torchvision
 
 import fastmask
-from fastmask.ops import MultiScaleRoIAlign, batched_nms, multi_image_nms, nms, roi_align
+from fastmask.ops import (AnchorGenerator, BoxCoder, MultiScaleRoIAlign, batched_nms, generate_proposals,
+                          multi_image_nms, nms, roi_align)
+from torchvision.models.detection import _utils as tv_det_utils
+from torchvision.models.detection import rpn as tv_rpn
+from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
+from torchvision.models.detection.image_list import ImageList
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -220,11 +225,86 @@ def nms_cases(device):
     return cases
 
 
+def proposals_mismatch(ref, ours) -> float:
+    """Proposal comparison: the number of images whose proposals differ from torchvision's. Scores
+    must be equal; boxes equal up to 1e-3 px (torch's vectorised exp and the C library's differ by
+    an ulp now and then), compared by (score, box) since torchvision orders equal scores arbitrarily;
+    boxes tied with the last kept score are left out when the output is full (which of them survive
+    the cut is arbitrary in torchvision)."""
+    ref_boxes, ref_scores = ref
+    boxes, scores, counts = ours
+    differ = 0
+    for b in range(len(ref_boxes)):
+        n = int(counts[b])
+        if n != len(ref_boxes[b]):
+            differ += 1
+            continue
+        mine, theirs = (boxes[b, :n].cpu(), scores[b, :n].cpu()), (ref_boxes[b].cpu(), ref_scores[b].cpu())
+        if not torch.equal(mine[1], theirs[1].sort(descending=True)[0]):
+            differ += 1
+            continue
+        if n == boxes.shape[1] and n:
+            cut = mine[1][-1]
+            mine, theirs = [(bx[sc > cut], sc[sc > cut]) for bx, sc in (mine, theirs)]
+        rows = [torch.cat([sc[:, None].double(), bx.double()], 1) for bx, sc in (mine, theirs)]
+        for i, r in enumerate(rows):
+            for col in reversed(range(r.shape[1])):
+                r = r[r[:, col].sort(stable=True)[1]]
+            rows[i] = r
+        differ += not torch.allclose(rows[0], rows[1], rtol=0, atol=1e-3)
+    return float(differ)
+
+
+def rpn_cases(device):
+    """The RPN's post-processing at torchvision's defaults: FPN P2-P6, 3 anchors per location,
+    per-level top-k, NMS 0.7. Images padded to 800 x 1216; random head outputs."""
+    sizes, ratios = ((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5
+    shapes = [(800 // s, 1216 // s) for s in (4, 8, 16, 32)] + [(13, 19)]
+    batches = (1, 8) if device.type == "cuda" else (2,)
+    cases = []
+    for batch in batches:
+        g = torch.Generator().manual_seed(11 + batch)
+        images = ImageList(torch.zeros(batch, 1, 800, 1216, device=device),
+                           [(800 - 16 * (i % 3), 1216 - 100 * (i % 2)) for i in range(batch)])
+        features = [torch.empty(batch, 1, h, w, device=device) for h, w in shapes]
+        objectness = [(torch.randn(batch, 3, h, w, generator=g) * 3).to(device) for h, w in shapes]
+        deltas = [(torch.randn(batch, 12, h, w, generator=g) * 0.5).to(device) for h, w in shapes]
+        tv_gen, ours_gen = TVAnchorGenerator(sizes, ratios), AnchorGenerator(sizes, ratios)
+        work = f"{batch} image(s) 800x1216, FPN P2-P6, 3 anchors/location"
+        if batch == batches[0]:
+            cases.append(Case("AnchorGenerator", work, lambda: torch.stack(tv_gen(images, features)),
+                              lambda: torch.stack(ours_gen(images, features))))
+            anchors = torch.cat(tv_gen(images, features))
+            codes = torch.cat([d.permute(0, 2, 3, 1).reshape(-1, 4) for d in deltas])
+            cases.append(Case("BoxCoder.decode", f"{len(anchors)} anchors (all of {work})",
+                              lambda: tv_det_utils.BoxCoder((1.0,) * 4).decode_single(codes, anchors),
+                              lambda: BoxCoder((1.0,) * 4).decode_single(codes, anchors)))
+        for mode, top_n in (("eval", 1000), ("train", 2000)):
+            rpn = tv_rpn.RegionProposalNetwork(tv_gen, None, 0.7, 0.3, 256, 0.5, dict(training=top_n, testing=top_n),
+                                               dict(training=top_n, testing=top_n), 0.7)
+            rpn.eval()
+
+            def torchvision_rpn(rpn=rpn, images=images, features=features, objectness=objectness, deltas=deltas):
+                anchors = rpn.anchor_generator(images, features)
+                obj, dl = tv_rpn.concat_box_prediction_layers(objectness, deltas)
+                proposals = rpn.box_coder.decode(dl, anchors).view(len(anchors), -1, 4)
+                return rpn.filter_proposals(proposals, obj, images.image_sizes, [o[0].numel() for o in objectness])
+
+            def fastmask_rpn(top_n=top_n, images=images, features=features, objectness=objectness, deltas=deltas):
+                ours_gen.set_cell_anchors(features[0].dtype, features[0].device)
+                return generate_proposals(objectness, deltas, ours_gen.cell_anchors, images.image_sizes,
+                                          images.tensors.shape[-2:], top_n, top_n, 0.7)
+
+            cases.append(Case("anchors + proposals", f"{work}, {mode}: top {top_n} per level, NMS 0.7, top {top_n}",
+                              torchvision_rpn, fastmask_rpn, proposals_mismatch))
+    return cases
+
+
 def all_cases(device: torch.device) -> List[Case]:
     cases = roi_align_cases(device, torch.float32, False) + roi_align_cases(device, torch.float32, True)
     if device.type == "cuda":
         cases += roi_align_cases(device, torch.bfloat16, False) + roi_align_cases(device, torch.bfloat16, True)
-    return cases + multiscale_cases(device, torch.float32) + nms_cases(device)
+    return cases + multiscale_cases(device, torch.float32) + nms_cases(device) + rpn_cases(device)
 
 
 def git_commit() -> str:
@@ -318,8 +398,9 @@ def main(argv=None) -> int:
     stem = os.path.join(args.out, f"{device.type}-{datetime.date.today().isoformat()}")
     with open(stem + ".md", "w") as f:
         f.write(f"# fastmask vs torchvision\n\n{title}\n\nMedian of {repeats} runs after {warmup} warm-up. "
-                "For NMS rows the last column counts the images whose kept boxes differ from torchvision's "
-                "(as sets and score sequences: torchvision's per-class path orders ties arbitrarily).\n\n"
+                "For NMS and proposal rows the last column counts the images whose kept boxes differ from "
+                "torchvision's (as sets and score sequences: torchvision's per-class path orders ties "
+                "arbitrarily; proposal boxes to 1e-3 px).\n\n"
                 f"{table}")
     with open(stem + ".json", "w") as f:
         json.dump({"meta": meta, "rows": [asdict(r) for r in rows]}, f, indent=2)
