@@ -29,4 +29,16 @@ struct DeviceScalar<__nv_bfloat16> {
   static __device__ __forceinline__ __nv_bfloat16 store(float v) { return __float2bfloat16_rn(v); }
 };
 
+// Arithmetic in T on the device: float/double natively; fp16/bf16 compute in
+// float and round every result back to T, as c10::Half / c10::BFloat16 tensor
+// ops do on the CPU.
+template <typename T_>
+struct DeviceArith {
+  using T = T_;
+  using V = typename DeviceScalar<T>::Acc;
+  static __device__ __forceinline__ V load(T v) { return DeviceScalar<T>::load(v); }
+  static __device__ __forceinline__ T store(V v) { return DeviceScalar<T>::store(v); }
+  static __device__ __forceinline__ V round(V v) { return load(store(v)); }
+};
+
 }  // namespace fastmask

@@ -21,20 +21,10 @@ namespace {
 constexpr int kWord = 64;
 constexpr int kReduceThreads = 256;
 
-// Arithmetic in T: float/double natively; half types round every result back
-// to T, as c10::Half / c10::BFloat16 arithmetic does on the CPU.
 template <typename T>
-struct Arith {
-  using V = typename DeviceScalar<T>::Acc;
-  static __device__ __forceinline__ V load(T v) { return DeviceScalar<T>::load(v); }
-  static __device__ __forceinline__ V round(V v) { return DeviceScalar<T>::load(DeviceScalar<T>::store(v)); }
-  static __device__ __forceinline__ double to_double(V v) { return static_cast<double>(v); }
-};
-
-template <typename T>
-__device__ __forceinline__ bool iou_exceeds(const typename Arith<T>::V* a, const typename Arith<T>::V* b,
+__device__ __forceinline__ bool iou_exceeds(const typename DeviceArith<T>::V* a, const typename DeviceArith<T>::V* b,
                                             double threshold) {
-  using A = Arith<T>;
+  using A = DeviceArith<T>;
   using V = typename A::V;
   const V zero = 0;
   const V area_a = A::round(A::round(a[2] - a[0]) * A::round(a[3] - a[1]));
@@ -48,13 +38,13 @@ __device__ __forceinline__ bool iou_exceeds(const typename Arith<T>::V* a, const
   const V h = zero < dh ? dh : zero;
   const V inter = A::round(w * h);
   const V ovr = A::round(inter / A::round(A::round(area_a + area_b) - inter));
-  return A::to_double(ovr) > threshold;
+  return static_cast<double>(ovr) > threshold;
 }
 
 template <typename T>
 __global__ void overlap_mask_kernel(const NmsParams p, int64_t words, int64_t first_image,
                                     unsigned long long* mask) {
-  using A = Arith<T>;
+  using A = DeviceArith<T>;
   using V = typename A::V;
   const int64_t image = first_image + blockIdx.z;
   const int64_t row_block = blockIdx.y, col_block = blockIdx.x;

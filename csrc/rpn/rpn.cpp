@@ -246,13 +246,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> generate_proposals(
 
 namespace {
 RpnBackend cpu_backend() {
-  RpnBackend b;
-  b.grid_anchors = grid_anchors_cpu;
-  b.decode = decode_boxes_cpu;
-  b.encode = encode_boxes_cpu;
-  b.propose = propose_cpu;
-  b.nms = multi_image_nms_cpu;
-  return b;
+  return {grid_anchors_cpu, decode_boxes_cpu, encode_boxes_cpu, propose_cpu, multi_image_nms_cpu};
 }
 }  // namespace
 

@@ -1,5 +1,5 @@
-// CPU kernels of the RPN ops: one element (anchor, box or candidate) per
-// iteration of a parallel loop; the arithmetic is rpn_math.h's.
+// CPU kernels of the RPN ops: each op of rpn_math.h over its elements in a
+// parallel loop.
 #include "rpn_cpu.h"
 
 #include <ATen/Parallel.h>
@@ -34,61 +34,28 @@ struct Arith<c10::Half> : HostArith<c10::Half, float> {};
 template <>
 struct Arith<c10::BFloat16> : HostArith<c10::BFloat16, float> {};
 
-constexpr int64_t kGrain = 2048;
+template <typename Op, typename Params>
+void run(const Params& p) {
+  at::parallel_for(0, Op::size(p), 2048, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) Op::apply(p, i);
+  });
+}
 
-template <template <typename> class Body, typename Params>
-void dispatch(const Params& p) {
+template <template <typename> class Op, typename Params>
+void for_each(const Params& p) {
   switch (p.dtype) {
-    case ScalarKind::kFloat32: return Body<Arith<float>>::run(p);
-    case ScalarKind::kFloat64: return Body<Arith<double>>::run(p);
-    case ScalarKind::kFloat16: return Body<Arith<c10::Half>>::run(p);
-    case ScalarKind::kBFloat16: return Body<Arith<c10::BFloat16>>::run(p);
+    case ScalarKind::kFloat32: return run<Op<Arith<float>>>(p);
+    case ScalarKind::kFloat64: return run<Op<Arith<double>>>(p);
+    case ScalarKind::kFloat16: return run<Op<Arith<c10::Half>>>(p);
+    case ScalarKind::kBFloat16: return run<Op<Arith<c10::BFloat16>>>(p);
   }
 }
 
-template <typename A>
-struct Anchors {
-  static void run(const AnchorParams& p) {
-    const int64_t total = p.level_start[p.num_levels];
-    at::parallel_for(0, p.num_images * total, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) rpn::write_anchor<A>(p, i / total, i % total);
-    });
-  }
-};
-
-template <typename A>
-struct Decode {
-  static void run(const BoxCodingParams& p) {
-    at::parallel_for(0, p.num_boxes * p.classes, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) rpn::decode_one<A>(p, i / p.classes, i % p.classes);
-    });
-  }
-};
-
-template <typename A>
-struct Encode {
-  static void run(const BoxCodingParams& p) {
-    at::parallel_for(0, p.num_boxes, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) rpn::encode_one<A>(p, i);
-    });
-  }
-};
-
-template <typename A>
-struct Propose {
-  static void run(const ProposalParams& p) {
-    const int64_t K = p.level_start[p.num_levels];
-    at::parallel_for(0, p.num_images * K, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) rpn::propose_one<A>(p, i / K, i % K);
-    });
-  }
-};
-
 }  // namespace
 
-void grid_anchors_cpu(const AnchorParams& p) { dispatch<Anchors>(p); }
-void decode_boxes_cpu(const BoxCodingParams& p) { dispatch<Decode>(p); }
-void encode_boxes_cpu(const BoxCodingParams& p) { dispatch<Encode>(p); }
-void propose_cpu(const ProposalParams& p) { dispatch<Propose>(p); }
+void grid_anchors_cpu(const AnchorParams& p) { for_each<rpn::AnchorOp>(p); }
+void decode_boxes_cpu(const BoxCodingParams& p) { for_each<rpn::DecodeOp>(p); }
+void encode_boxes_cpu(const BoxCodingParams& p) { for_each<rpn::EncodeOp>(p); }
+void propose_cpu(const ProposalParams& p) { for_each<rpn::ProposeOp>(p); }
 
 }  // namespace fastmask

@@ -1,7 +1,7 @@
-// CUDA kernels of the RPN ops: one thread per element (anchor, box or
-// candidate), grid-stride loops; the arithmetic is rpn_math.h's, so results
-// equal the CPU kernels' except where CUDA's expf/logf and the C library's
-// differ. Params structs are passed by value (they fit the parameter space).
+// CUDA kernels of the RPN ops: each op of rpn_math.h over its elements, one
+// thread per element in a grid-stride loop, so results equal the CPU kernels'
+// except where CUDA's expf/logf and the C library's differ. Params structs are
+// passed by value (they fit the parameter space).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -16,103 +16,46 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 65535;
 
-// Arithmetic of storage type T_ on the device. A Python scalar divisor is
-// applied as ATen's CUDA kernels do: multiplied by its reciprocal.
-template <typename T_>
-struct DeviceArith {
-  using T = T_;
-  using V = typename DeviceScalar<T>::Acc;
-  static __device__ __forceinline__ V load(T v) { return DeviceScalar<T>::load(v); }
-  static __device__ __forceinline__ T store(V v) { return DeviceScalar<T>::store(v); }
-  static __device__ __forceinline__ V round(V v) { return load(store(v)); }
+// A Python scalar divisor is applied as ATen's CUDA kernels do: multiplied by its reciprocal.
+template <typename T>
+struct RpnArith : DeviceArith<T> {
+  using V = typename DeviceArith<T>::V;
   static __device__ __forceinline__ V exp(V v) { return ::exp(v); }
   static __device__ __forceinline__ V log(V v) { return ::log(v); }
-  static __device__ __forceinline__ V div_scalar(V v, double s) { return round(v * (V(1) / static_cast<V>(s))); }
+  static __device__ __forceinline__ V div_scalar(V v, double s) {
+    return DeviceArith<T>::round(v * (V(1) / static_cast<V>(s)));
+  }
 };
 
-unsigned blocks_for(int64_t n) {
-  const int64_t blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
+template <typename Op, typename Params>
+__global__ void for_each_kernel(const Params p) {
+  const int64_t n = Op::size(p);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    Op::apply(p, i);
 }
 
-#define FASTMASK_GRID_STRIDE(i, n) \
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
-
-template <typename A>
-__global__ void anchors_kernel(const AnchorParams p) {
-  const int64_t total = p.level_start[p.num_levels];
-  FASTMASK_GRID_STRIDE(i, p.num_images * total) { rpn::write_anchor<A>(p, i / total, i % total); }
-}
-
-template <typename A>
-__global__ void decode_kernel(const BoxCodingParams p) {
-  FASTMASK_GRID_STRIDE(i, p.num_boxes * p.classes) { rpn::decode_one<A>(p, i / p.classes, i % p.classes); }
-}
-
-template <typename A>
-__global__ void encode_kernel(const BoxCodingParams p) {
-  FASTMASK_GRID_STRIDE(i, p.num_boxes) { rpn::encode_one<A>(p, i); }
-}
-
-template <typename A>
-__global__ void propose_kernel(const ProposalParams p) {
-  const int64_t K = p.level_start[p.num_levels];
-  FASTMASK_GRID_STRIDE(i, p.num_images * K) { rpn::propose_one<A>(p, i / K, i % K); }
-}
-
-#undef FASTMASK_GRID_STRIDE
-
-template <template <typename> class Kernel, typename Params>
-cudaError_t launch(const Params& p, int64_t n, cudaStream_t stream) {
+template <template <typename> class Op, typename Params>
+cudaError_t for_each(const Params& p, cudaStream_t stream) {
+  const int64_t n = Op<RpnArith<float>>::size(p);
   if (n == 0) return cudaSuccess;
-  const unsigned blocks = blocks_for(n);
+  const int64_t wanted = (n + kThreads - 1) / kThreads;
+  const unsigned blocks = static_cast<unsigned>(wanted < kMaxBlocks ? wanted : kMaxBlocks);
   switch (p.dtype) {
-    case ScalarKind::kFloat32: Kernel<DeviceArith<float>>::launch(p, blocks, stream); break;
-    case ScalarKind::kFloat64: Kernel<DeviceArith<double>>::launch(p, blocks, stream); break;
-    case ScalarKind::kFloat16: Kernel<DeviceArith<__half>>::launch(p, blocks, stream); break;
-    case ScalarKind::kBFloat16: Kernel<DeviceArith<__nv_bfloat16>>::launch(p, blocks, stream); break;
+    case ScalarKind::kFloat32: for_each_kernel<Op<RpnArith<float>>><<<blocks, kThreads, 0, stream>>>(p); break;
+    case ScalarKind::kFloat64: for_each_kernel<Op<RpnArith<double>>><<<blocks, kThreads, 0, stream>>>(p); break;
+    case ScalarKind::kFloat16: for_each_kernel<Op<RpnArith<__half>>><<<blocks, kThreads, 0, stream>>>(p); break;
+    case ScalarKind::kBFloat16:
+      for_each_kernel<Op<RpnArith<__nv_bfloat16>>><<<blocks, kThreads, 0, stream>>>(p);
+      break;
   }
   return cudaGetLastError();
 }
 
-template <typename A>
-struct Anchors {
-  static void launch(const AnchorParams& p, unsigned blocks, cudaStream_t s) {
-    anchors_kernel<A><<<blocks, kThreads, 0, s>>>(p);
-  }
-};
-template <typename A>
-struct Decode {
-  static void launch(const BoxCodingParams& p, unsigned blocks, cudaStream_t s) {
-    decode_kernel<A><<<blocks, kThreads, 0, s>>>(p);
-  }
-};
-template <typename A>
-struct Encode {
-  static void launch(const BoxCodingParams& p, unsigned blocks, cudaStream_t s) {
-    encode_kernel<A><<<blocks, kThreads, 0, s>>>(p);
-  }
-};
-template <typename A>
-struct Propose {
-  static void launch(const ProposalParams& p, unsigned blocks, cudaStream_t s) {
-    propose_kernel<A><<<blocks, kThreads, 0, s>>>(p);
-  }
-};
-
 }  // namespace
 
-cudaError_t grid_anchors_cuda(const AnchorParams& p, cudaStream_t stream) {
-  return launch<Anchors>(p, p.num_images * p.level_start[p.num_levels], stream);
-}
-cudaError_t decode_boxes_cuda(const BoxCodingParams& p, cudaStream_t stream) {
-  return launch<Decode>(p, p.num_boxes * p.classes, stream);
-}
-cudaError_t encode_boxes_cuda(const BoxCodingParams& p, cudaStream_t stream) {
-  return launch<Encode>(p, p.num_boxes, stream);
-}
-cudaError_t propose_cuda(const ProposalParams& p, cudaStream_t stream) {
-  return launch<Propose>(p, p.num_images * p.level_start[p.num_levels], stream);
-}
+cudaError_t grid_anchors_cuda(const AnchorParams& p, cudaStream_t s) { return for_each<rpn::AnchorOp>(p, s); }
+cudaError_t decode_boxes_cuda(const BoxCodingParams& p, cudaStream_t s) { return for_each<rpn::DecodeOp>(p, s); }
+cudaError_t encode_boxes_cuda(const BoxCodingParams& p, cudaStream_t s) { return for_each<rpn::EncodeOp>(p, s); }
+cudaError_t propose_cuda(const ProposalParams& p, cudaStream_t s) { return for_each<rpn::ProposeOp>(p, s); }
 
 }  // namespace fastmask

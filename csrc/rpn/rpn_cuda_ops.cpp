@@ -22,15 +22,7 @@ void propose(const ProposalParams& p) {
   check_cuda_launch(propose_cuda(p, c10::cuda::getCurrentCUDAStream()), "generate_proposals");
 }
 
-RpnBackend cuda_backend() {
-  RpnBackend b;
-  b.grid_anchors = anchors;
-  b.decode = decode;
-  b.encode = encode;
-  b.propose = propose;
-  b.nms = multi_image_nms_cuda_run;
-  return b;
-}
+RpnBackend cuda_backend() { return {anchors, decode, encode, propose, multi_image_nms_cuda_run}; }
 
 }  // namespace
 

@@ -95,9 +95,23 @@ FASTMASK_HOST_DEVICE void encode_box(const typename A::V reference[4], const typ
   out[3] = A::round(to_dtype<A>(weights[3]) * A::round(A::log(A::round(gt_h / ex_h))));
 }
 
+// The element-wise ops, one element per call of apply(p, i), i < size(p): run
+// by a parallel loop on the CPU and a grid-stride loop on CUDA.
+
+// Anchor `i` of [num_images, total] anchors.
 template <typename A>
-FASTMASK_HOST_DEVICE void write_anchor(const AnchorParams& p, int64_t image, int64_t index) {
+struct AnchorOp {
+  static FASTMASK_HOST_DEVICE int64_t size(const AnchorParams& p) {
+    return p.num_images * p.level_start[p.num_levels];
+  }
+  static FASTMASK_HOST_DEVICE void apply(const AnchorParams& p, int64_t i);
+};
+
+template <typename A>
+FASTMASK_HOST_DEVICE void AnchorOp<A>::apply(const AnchorParams& p, int64_t i) {
   using T = typename A::T;
+  const int64_t total = p.level_start[p.num_levels];
+  const int64_t image = i / total, index = i - image * total;
   int l = 0;
   while (l + 1 < p.num_levels && index >= p.level_start[l + 1]) ++l;
   const AnchorGrid& g = p.levels[l];
@@ -113,10 +127,18 @@ FASTMASK_HOST_DEVICE void write_anchor(const AnchorParams& p, int64_t image, int
   out[3] = A::store(anchor_coord<A>(y * g.stride_h, cell[3]));
 }
 
+// The 4-vector `i` of [num_boxes, classes] codes.
 template <typename A>
-FASTMASK_HOST_DEVICE void decode_one(const BoxCodingParams& p, int64_t n, int64_t c) {
+struct DecodeOp {
+  static FASTMASK_HOST_DEVICE int64_t size(const BoxCodingParams& p) { return p.num_boxes * p.classes; }
+  static FASTMASK_HOST_DEVICE void apply(const BoxCodingParams& p, int64_t i);
+};
+
+template <typename A>
+FASTMASK_HOST_DEVICE void DecodeOp<A>::apply(const BoxCodingParams& p, int64_t i) {
   using T = typename A::T;
   using V = typename A::V;
+  const int64_t n = i / p.classes, c = i - n * p.classes;
   const T* b = static_cast<const T*>(p.boxes) + n * 4;
   const T* code_in = static_cast<const T*>(p.codes) + (n * p.classes + c) * 4;
   V box[4], code[4], out[4];
@@ -129,8 +151,15 @@ FASTMASK_HOST_DEVICE void decode_one(const BoxCodingParams& p, int64_t n, int64_
   for (int j = 0; j < 4; ++j) o[j] = A::store(out[j]);
 }
 
+// Box `n` of num_boxes.
 template <typename A>
-FASTMASK_HOST_DEVICE void encode_one(const BoxCodingParams& p, int64_t n) {
+struct EncodeOp {
+  static FASTMASK_HOST_DEVICE int64_t size(const BoxCodingParams& p) { return p.num_boxes; }
+  static FASTMASK_HOST_DEVICE void apply(const BoxCodingParams& p, int64_t n);
+};
+
+template <typename A>
+FASTMASK_HOST_DEVICE void EncodeOp<A>::apply(const BoxCodingParams& p, int64_t n) {
   using T = typename A::T;
   using V = typename A::V;
   const T* r = static_cast<const T*>(p.codes) + n * 4;
@@ -145,13 +174,22 @@ FASTMASK_HOST_DEVICE void encode_one(const BoxCodingParams& p, int64_t n) {
   for (int j = 0; j < 4; ++j) o[j] = A::store(out[j]);
 }
 
-// Candidate k of image b: its anchor, decoded with its deltas, clipped to the
+// Candidate i of [B, K]: its anchor, decoded with its deltas, clipped to the
 // image, and whether it survives remove_small_boxes and the score threshold.
 template <typename A>
-FASTMASK_HOST_DEVICE void propose_one(const ProposalParams& p, int64_t b, int64_t k) {
+struct ProposeOp {
+  static FASTMASK_HOST_DEVICE int64_t size(const ProposalParams& p) {
+    return p.num_images * p.level_start[p.num_levels];
+  }
+  static FASTMASK_HOST_DEVICE void apply(const ProposalParams& p, int64_t i);
+};
+
+template <typename A>
+FASTMASK_HOST_DEVICE void ProposeOp<A>::apply(const ProposalParams& p, int64_t i) {
   using T = typename A::T;
   using V = typename A::V;
   const int64_t K = p.level_start[p.num_levels];
+  const int64_t b = i / K, k = i - b * K;
   int l = 0;
   while (l + 1 < p.num_levels && k >= p.level_start[l + 1]) ++l;
   const AnchorGrid& g = p.levels[l];
