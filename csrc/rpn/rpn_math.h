@@ -48,6 +48,26 @@ FASTMASK_HOST_DEVICE typename A::V anchor_coord(int64_t shift, typename A::T cel
   return A::round(to_dtype<A>(shift) + A::load(cell));
 }
 
+// The level of element `index` of per-level blocks starting at level_start[].
+FASTMASK_HOST_DEVICE int level_of(const int64_t* level_start, int num_levels, int64_t index) {
+  int l = 0;
+  while (l + 1 < num_levels && index >= level_start[l + 1]) ++l;
+  return l;
+}
+
+// Anchor `n` of a level, in torchvision's order: location (row-major), then cell anchor.
+template <typename A>
+FASTMASK_HOST_DEVICE void grid_anchor(const AnchorGrid& g, int64_t n, typename A::V out[4]) {
+  using T = typename A::T;
+  const int64_t location = n / g.cells, a = n - location * g.cells;
+  const int64_t y = location / g.width, x = location - y * g.width;
+  const T* cell = static_cast<const T*>(g.cell_anchors) + a * 4;
+  out[0] = anchor_coord<A>(x * g.stride_w, cell[0]);
+  out[1] = anchor_coord<A>(y * g.stride_h, cell[1]);
+  out[2] = anchor_coord<A>(x * g.stride_w, cell[2]);
+  out[3] = anchor_coord<A>(y * g.stride_h, cell[3]);
+}
+
 // BoxCoder.decode_single for one 4-vector of codes against its box.
 template <typename A>
 FASTMASK_HOST_DEVICE void decode_box(const typename A::V box[4], const typename A::V code[4],
@@ -109,22 +129,14 @@ struct AnchorOp {
 
 template <typename A>
 FASTMASK_HOST_DEVICE void AnchorOp<A>::apply(const AnchorParams& p, int64_t i) {
-  using T = typename A::T;
+  using V = typename A::V;
   const int64_t total = p.level_start[p.num_levels];
   const int64_t image = i / total, index = i - image * total;
-  int l = 0;
-  while (l + 1 < p.num_levels && index >= p.level_start[l + 1]) ++l;
-  const AnchorGrid& g = p.levels[l];
-  // torchvision's order within a level: location (row-major), then cell anchor.
-  const int64_t local = index - p.level_start[l];
-  const int64_t location = local / g.cells, a = local - location * g.cells;
-  const int64_t y = location / g.width, x = location - y * g.width;
-  const T* cell = static_cast<const T*>(g.cell_anchors) + a * 4;
-  T* out = static_cast<T*>(p.anchors) + (image * p.level_start[p.num_levels] + index) * 4;
-  out[0] = A::store(anchor_coord<A>(x * g.stride_w, cell[0]));
-  out[1] = A::store(anchor_coord<A>(y * g.stride_h, cell[1]));
-  out[2] = A::store(anchor_coord<A>(x * g.stride_w, cell[2]));
-  out[3] = A::store(anchor_coord<A>(y * g.stride_h, cell[3]));
+  const int l = level_of(p.level_start, p.num_levels, index);
+  V anchor[4];
+  grid_anchor<A>(p.levels[l], index - p.level_start[l], anchor);
+  typename A::T* out = static_cast<typename A::T*>(p.anchors) + i * 4;
+  for (int j = 0; j < 4; ++j) out[j] = A::store(anchor[j]);
 }
 
 // The 4-vector `i` of [num_boxes, classes] codes.
@@ -190,16 +202,13 @@ FASTMASK_HOST_DEVICE void ProposeOp<A>::apply(const ProposalParams& p, int64_t i
   using V = typename A::V;
   const int64_t K = p.level_start[p.num_levels];
   const int64_t b = i / K, k = i - b * K;
-  int l = 0;
-  while (l + 1 < p.num_levels && k >= p.level_start[l + 1]) ++l;
+  const int l = level_of(p.level_start, p.num_levels, k);
   const AnchorGrid& g = p.levels[l];
-  const int64_t n = p.topk_index[b * K + k];
+  const int64_t n = p.topk_index[i];
+  V anchor[4];
+  grid_anchor<A>(g, n, anchor);
   const int64_t location = n / g.cells, a = n - location * g.cells;
   const int64_t y = location / g.width, x = location - y * g.width;
-
-  const T* cell = static_cast<const T*>(g.cell_anchors) + a * 4;
-  const V anchor[4] = {anchor_coord<A>(x * g.stride_w, cell[0]), anchor_coord<A>(y * g.stride_h, cell[1]),
-                       anchor_coord<A>(x * g.stride_w, cell[2]), anchor_coord<A>(y * g.stride_h, cell[3])};
   const int64_t* s = p.delta_strides[l];
   const T* d = static_cast<const T*>(p.deltas[l]) + b * s[0] + a * 4 * s[1] + y * s[2] + x * s[3];
   const V code[4] = {A::load(d[0]), A::load(d[s[1]]), A::load(d[2 * s[1]]), A::load(d[3 * s[1]])};
@@ -213,10 +222,10 @@ FASTMASK_HOST_DEVICE void ProposeOp<A>::apply(const ProposalParams& p, int64_t i
   box[2] = clamp_nan(box[2], zero, max_x);
   box[3] = clamp_nan(box[3], zero, max_y);
   const V min_size = to_dtype<A>(p.min_size);
-  const V score = A::load(static_cast<const T*>(p.scores)[b * K + k]);
-  p.valid[b * K + k] = A::round(box[2] - box[0]) >= min_size && A::round(box[3] - box[1]) >= min_size &&
-                       score >= to_dtype<A>(p.score_thresh);
-  T* out = static_cast<T*>(p.boxes) + (b * K + k) * 4;
+  const V score = A::load(static_cast<const T*>(p.scores)[i]);
+  p.valid[i] = A::round(box[2] - box[0]) >= min_size && A::round(box[3] - box[1]) >= min_size &&
+              score >= to_dtype<A>(p.score_thresh);
+  T* out = static_cast<T*>(p.boxes) + i * 4;
   for (int j = 0; j < 4; ++j) out[j] = A::store(box[j]);
 }
 
