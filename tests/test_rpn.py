@@ -194,11 +194,16 @@ def test_encode_equals_torchvision_and_round_trips(seed, dtype, weights):
         torch.testing.assert_close(a, b, rtol=0, atol=atol)
 
 
-def test_encode_mixed_dtypes_promote():
-    reference, proposals = random_boxes(10), random_boxes(10, torch.float16)
-    out = encode_boxes(reference, proposals)
-    assert out.dtype == torch.float32
-    torch.testing.assert_close(out, encode_boxes(reference, proposals.float()))
+@pytest.mark.parametrize("dtypes", [(torch.float32, torch.float16), (torch.float16, torch.float32),
+                                    (torch.bfloat16, torch.float32)])
+def test_encode_mixed_dtypes_equal_torchvision(seed, dtypes):
+    # Under autocast the box head encodes fp32 targets against fp16 proposals: torchvision computes
+    # each side in its own dtype and promotes at the end.
+    reference, proposals = random_boxes(500, dtypes[0]), random_boxes(500, dtypes[1])
+    weights = (10.0, 10.0, 5.0, 5.0)
+    ours = encode_boxes(reference, proposals, weights)
+    assert torch.equal(ours, tv_utils.BoxCoder(weights).encode_single(reference, proposals))
+    assert ours.dtype == torch.promote_types(*dtypes)
 
 
 def test_box_coding_gradcheck(seed):
@@ -267,22 +272,86 @@ def test_generate_proposals_empty_results():
     assert [len(b) for b in unpad_proposals(boxes, counts)] == counts.tolist()
 
 
-@pytest.mark.parametrize("dtype", HALF_TYPES + (torch.float64,))
-def test_generate_proposals_other_dtypes(seed, dtype):
-    images = image_list(2, 128, 128, dtype)
-    objectness, deltas = head_outputs(2, fpn_shapes(128, 128), dtype=dtype, ties=dtype in HALF_TYPES)
-    for d in deltas:
-        d.view(2, 3, 4, *d.shape[-2:])[:, :, 2:] = 0
-    if dtype in HALF_TYPES:  # torchvision's CPU NMS has no fp16/bf16: compare NMS inputs' outcome in float64
-        fm = fastmask_proposals(objectness, deltas, images, pre=200, post=100)
-        assert fm[0].dtype == dtype and fm[1].dtype == dtype
-        ref = fastmask_proposals([o.double() for o in objectness], [d.double() for d in deltas], images,
-                                 pre=200, post=100)
-        # Same candidates; coordinates within half precision of the float64 result.
-        assert (fm[2] - ref[2]).abs().max() <= 5
-    else:
-        tv = torchvision_proposals(objectness, deltas, images)
-        assert_same_proposals(tv, fastmask_proposals(objectness, deltas, images), exact=True)
+def torchvision_candidates(objectness, deltas, images, pre, min_size, score_thresh, weights):
+    """torchvision's filter_proposals up to NMS: per-level top-k, sigmoid, clip, size and score filters."""
+    features = [torch.empty(o.shape[0], 1, *o.shape[-2:], dtype=o.dtype) for o in objectness]
+    anchors = TVAnchorGenerator(FPN_SIZES, FPN_RATIOS)(images, features)
+    obj, dl = tv_rpn.concat_box_prediction_layers(objectness, deltas)
+    proposals = tv_utils.BoxCoder(weights).decode(dl, anchors).view(len(anchors), -1, 4)
+    obj = obj.reshape(len(anchors), -1)
+    top, offset = [], 0
+    for level in obj.split([o[0].numel() for o in objectness], 1):
+        top.append(level.topk(min(pre, level.shape[1]), dim=1)[1] + offset)
+        offset += level.shape[1]
+    top = torch.cat(top, 1)
+    rows = torch.arange(len(anchors))[:, None]
+    out = []
+    for boxes, scores, shape in zip(proposals[rows, top], torch.sigmoid(obj[rows, top]), images.image_sizes):
+        boxes = torchvision.ops.clip_boxes_to_image(boxes, shape)
+        keep = torchvision.ops.remove_small_boxes(boxes, min_size)
+        boxes, scores = boxes[keep], scores[keep]
+        keep = scores >= score_thresh
+        out.append((boxes[keep], scores[keep]))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0, 1.0), (3.3, 0.7, 1.9, 2.2)])
+def test_candidates_equal_torchvision_in_every_dtype(seed, dtype, weights):
+    # torchvision's CPU NMS has no fp16/bf16, so compare everything up to NMS: with nms_thresh 1
+    # nothing is suppressed and the output is every candidate by decreasing score.
+    images = image_list(2, 128, 160, dtype)
+    objectness, deltas = head_outputs(2, fpn_shapes(128, 160), dtype=dtype, delta_scale=1.5)
+    if dtype in (torch.float32, torch.float64):  # no exp rounding differences: bit-equal everywhere
+        for d in deltas:
+            d.view(2, 3, 4, *d.shape[-2:])[:, :, 2:] = 0
+    cells = AnchorGenerator(FPN_SIZES, FPN_RATIOS).cell_anchors
+    boxes, scores, counts = generate_proposals(objectness, deltas, cells, images.image_sizes, (128, 160), 300,
+                                               5000, 1.0, 0.2, 4.0, weights)
+    assert boxes.dtype == dtype and scores.dtype == dtype
+    for b, (ref_boxes, ref_scores) in enumerate(torchvision_candidates(objectness, deltas, images, 300, 4.0, 0.2,
+                                                                       weights)):
+        n = int(counts[b])
+        assert n == len(ref_boxes) and n > 0
+        assert torch.equal(canonical(boxes[b, :n], scores[b, :n]), canonical(ref_boxes, ref_scores))
+
+
+def test_generate_proposals_layouts_and_edge_shapes(seed):
+    images = image_list(2, 128, 160)
+    objectness, deltas = head_outputs(2, fpn_shapes(128, 160))
+    cells = AnchorGenerator(FPN_SIZES, FPN_RATIOS).cell_anchors
+    ref = generate_proposals(objectness, deltas, cells, images.image_sizes, (128, 160), 200, 300)
+    # channels_last and channel-sliced (strided) head outputs read in place: the same proposals.
+    strided = [torch.cat([d, d], 1)[:, ::2] for d in deltas]
+    for obj, dl in (([o.contiguous(memory_format=torch.channels_last) for o in objectness],
+                     [d.contiguous(memory_format=torch.channels_last) for d in deltas]),
+                    (objectness, [torch.stack([d, d], 2).flatten(1, 2)[:, ::2] for d in deltas])):
+        for a, b in zip(generate_proposals(obj, dl, cells, images.image_sizes, (128, 160), 200, 300), ref):
+            assert torch.equal(a, b)
+    assert all(not d.is_contiguous() for d in strided)
+    # post_nms_top_n above the candidate count: padded with zeros after counts.
+    boxes, scores, counts = generate_proposals(objectness, deltas, cells, images.image_sizes, (128, 160), 10, 500)
+    assert boxes.shape == (2, 500, 4) and int(counts.max()) <= 50 and not boxes[:, 50:].any()
+    # NaN logits and deltas: those candidates are dropped, as torchvision's filters drop them.
+    objectness[0][:, :, 0, 0] = float("nan")
+    deltas[1][:, :, 1, 1] = float("nan")
+    boxes, scores, counts = generate_proposals(objectness, deltas, cells, images.image_sizes, (128, 160))
+    assert not boxes.isnan().any() and not scores.isnan().any()
+    # An empty level (no anchors) and B = 0.
+    empty = [torch.zeros(2, 3, 0, 5)] + objectness[1:]
+    empty_d = [torch.zeros(2, 12, 0, 5)] + deltas[1:]
+    boxes, _, counts = generate_proposals(empty, empty_d, cells, images.image_sizes, (128, 160))
+    assert boxes.shape == (2, 1000, 4) and (counts > 0).all()
+    none = generate_proposals([o[:0] for o in objectness], [d[:0] for d in deltas], cells,
+                              torch.zeros(0, 2, dtype=torch.int64), (128, 160))
+    assert none[0].shape == (0, 1000, 4) and none[2].shape == (0,)
+
+
+def test_level_limit():
+    cells = [make_cell_anchors((8,), (1.0,))]
+    assert grid_anchors(cells * 16, [(1, 1)] * 16, [(4, 4)] * 16).shape == (1, 16, 4)
+    with pytest.raises(ValueError, match="1 to 16 feature levels"):
+        grid_anchors(cells * 17, [(1, 1)] * 17, [(4, 4)] * 17)
 
 
 def test_region_proposal_network_drop_in(seed):
@@ -324,8 +393,8 @@ def test_opcheck(seed):
     torch.library.opcheck(torch.ops.fastmask.grid_anchors.default, (cells, [4, 5, 2, 3], [8, 8, 16, 16], 2))
     codes, boxes = torch.randn(20, 8), random_boxes(20)
     torch.library.opcheck(torch.ops.fastmask.decode_boxes.default, (codes, boxes, [10.0, 10.0, 5.0, 5.0], 4.0))
-    torch.library.opcheck(torch.ops.fastmask.encode_boxes.default, (random_boxes(20), boxes, [1.0, 1.0, 1.0, 1.0]),
-                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+    torch.library.opcheck(torch.ops.fastmask.encode_boxes.default,
+                          (random_boxes(20).requires_grad_(), boxes.requires_grad_(), [10.0, 10.0, 5.0, 5.0]))
     objectness, deltas = head_outputs(2, [(8, 10), (4, 5)])
     sizes = torch.tensor([[30, 40], [32, 36]])
     torch.library.opcheck(torch.ops.fastmask.generate_proposals.default,
@@ -368,7 +437,7 @@ def _proposal_args():
     (lambda o, d, c: decode_boxes(torch.zeros(3, 4), torch.zeros(3, 4), weights=(1, 1)), ValueError, "weights"),
     (lambda o, d, c: encode_boxes(torch.zeros(3, 4), torch.zeros(2, 4)), ValueError, "proposals"),
     (lambda o, d, c: encode_boxes(torch.zeros(3, 4, dtype=torch.int64), torch.zeros(3, 4, dtype=torch.int64)),
-     TypeError, "floating point"),
+     TypeError, "float32, float64"),
     (lambda o, d, c: grid_anchors(c, [(4, 4)], [(8, 8)] * 2), ValueError, "grid_sizes"),
     (lambda o, d, c: AnchorGenerator(FPN_SIZES, FPN_RATIOS)(image_list(1, 64, 64), [torch.zeros(1, 1, 16, 16)]),
      ValueError, "5 feature levels"),
@@ -406,6 +475,19 @@ def test_cuda_equals_cpu(seed, dtype):
         n = int(cpu[2][b])
         assert torch.equal(canonical(gpu[0][b, :n].cpu(), gpu[1][b, :n].cpu()),
                            canonical(cpu[0][b, :n], cpu[1][b, :n]))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("weights", [(10.0, 10.0, 5.0, 5.0), (3.3, 0.7, 1.9, 2.2)])
+def test_cuda_box_coding_equals_torchvision_on_cuda(seed, dtype, weights):
+    # Both use CUDA's expf/logf, and ATen's division by a Python scalar (a multiply by its
+    # reciprocal on CUDA), which the device arithmetic copies: bit-equal.
+    boxes, codes = random_boxes(3000, dtype).cuda(), (torch.randn(3000, 8) * 2).to(dtype).cuda()
+    coder = tv_utils.BoxCoder(weights)
+    assert torch.equal(decode_boxes(codes, boxes, weights), coder.decode_single(codes, boxes))
+    reference = random_boxes(3000, dtype).cuda()
+    assert torch.equal(encode_boxes(reference, boxes, weights), coder.encode_single(reference, boxes))
 
 
 @pytest.mark.cuda

@@ -124,15 +124,14 @@ at::Tensor encode_boxes(const RpnBackend& backend, const at::Tensor& reference_b
                     "reference_boxes ", reference_boxes.sizes(), ", got ", proposals.sizes());
   TORCH_CHECK_VALUE(proposals.device() == reference_boxes.device(), op, ": proposals is on ", proposals.device(),
                     " but reference_boxes is on ", reference_boxes.device());
-  TORCH_CHECK_TYPE(at::isFloatingType(proposals.scalar_type()), op, ": proposals must be floating point, got ",
-                   proposals.scalar_type());
-  // Mixed dtypes (fp16 proposals under autocast, fp32 targets) compute in the promoted dtype.
-  const at::ScalarType dtype = at::promote_types(reference_boxes.scalar_type(), proposals.scalar_type());
+  TORCH_CHECK_TYPE(proposals.scalar_type() == reference_boxes.scalar_type(), op,
+                   ": proposals must have reference_boxes' dtype ", reference_boxes.scalar_type(), ", got ",
+                   proposals.scalar_type(), " (fastmask.ops.encode_boxes takes mixed dtypes)");
   const c10::OptionalDeviceGuard guard(reference_boxes.device());
   BoxCodingParams p;
-  p.dtype = scalar_kind(dtype, "fastmask.encode_boxes: reference_boxes");
-  const at::Tensor reference = reference_boxes.to(dtype).contiguous();
-  const at::Tensor from = proposals.to(dtype).contiguous();
+  p.dtype = scalar_kind(reference_boxes.scalar_type(), "fastmask.encode_boxes: reference_boxes");
+  const at::Tensor reference = reference_boxes.contiguous();
+  const at::Tensor from = proposals.contiguous();
   at::Tensor out = at::empty_like(reference);
   p.num_boxes = reference.size(0);
   p.codes = reference.const_data_ptr();

@@ -73,11 +73,11 @@ template <typename A>
 FASTMASK_HOST_DEVICE void decode_box(const typename A::V box[4], const typename A::V code[4],
                                      const double weights[4], typename A::V clip, typename A::V out[4]) {
   using V = typename A::V;
-  const V half = 0.5;
+  const V one_half = 0.5;
   const V width = A::round(box[2] - box[0]);
   const V height = A::round(box[3] - box[1]);
-  const V ctr_x = A::round(box[0] + A::round(half * width));
-  const V ctr_y = A::round(box[1] + A::round(half * height));
+  const V ctr_x = A::round(box[0] + A::round(one_half * width));
+  const V ctr_y = A::round(box[1] + A::round(one_half * height));
   const V dx = A::div_scalar(code[0], weights[0]);
   const V dy = A::div_scalar(code[1], weights[1]);
   const V dw = min_nan(A::div_scalar(code[2], weights[2]), clip);
@@ -86,8 +86,8 @@ FASTMASK_HOST_DEVICE void decode_box(const typename A::V box[4], const typename 
   const V pred_ctr_y = A::round(A::round(dy * height) + ctr_y);
   const V pred_w = A::round(A::round(A::exp(dw)) * width);
   const V pred_h = A::round(A::round(A::exp(dh)) * height);
-  const V half_w = A::round(half * pred_w);
-  const V half_h = A::round(half * pred_h);
+  const V half_w = A::round(one_half * pred_w);
+  const V half_h = A::round(one_half * pred_h);
   out[0] = A::round(pred_ctr_x - half_w);
   out[1] = A::round(pred_ctr_y - half_h);
   out[2] = A::round(pred_ctr_x + half_w);
@@ -99,15 +99,15 @@ template <typename A>
 FASTMASK_HOST_DEVICE void encode_box(const typename A::V reference[4], const typename A::V proposal[4],
                                      const double weights[4], typename A::V out[4]) {
   using V = typename A::V;
-  const V half = 0.5;
+  const V one_half = 0.5;
   const V ex_w = A::round(proposal[2] - proposal[0]);
   const V ex_h = A::round(proposal[3] - proposal[1]);
-  const V ex_ctr_x = A::round(proposal[0] + A::round(half * ex_w));
-  const V ex_ctr_y = A::round(proposal[1] + A::round(half * ex_h));
+  const V ex_ctr_x = A::round(proposal[0] + A::round(one_half * ex_w));
+  const V ex_ctr_y = A::round(proposal[1] + A::round(one_half * ex_h));
   const V gt_w = A::round(reference[2] - reference[0]);
   const V gt_h = A::round(reference[3] - reference[1]);
-  const V gt_ctr_x = A::round(reference[0] + A::round(half * gt_w));
-  const V gt_ctr_y = A::round(reference[1] + A::round(half * gt_h));
+  const V gt_ctr_x = A::round(reference[0] + A::round(one_half * gt_w));
+  const V gt_ctr_y = A::round(reference[1] + A::round(one_half * gt_h));
   // The weights are a tensor of the boxes' dtype in torchvision.
   out[0] = A::round(A::round(to_dtype<A>(weights[0]) * A::round(gt_ctr_x - ex_ctr_x)) / ex_w);
   out[1] = A::round(A::round(to_dtype<A>(weights[1]) * A::round(gt_ctr_y - ex_ctr_y)) / ex_h);

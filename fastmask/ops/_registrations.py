@@ -10,6 +10,7 @@ import torch
 
 from .. import _loader
 from ._checks import is_channels_last
+from .box_coder import decode_reference, encode_reference
 
 _lib = "fastmask::"
 
@@ -106,43 +107,6 @@ def _nms():
         return keep, boxes.new_empty((boxes.shape[0],), dtype=torch.int64)
 
 
-def _decode_reference(rel_codes, boxes, weights, clip):
-    """torchvision's BoxCoder.decode_single in tensor ops: the backward of decode_boxes."""
-    boxes = boxes.to(rel_codes.dtype)
-    widths = boxes[:, 2] - boxes[:, 0]
-    heights = boxes[:, 3] - boxes[:, 1]
-    ctr_x = boxes[:, 0] + 0.5 * widths
-    ctr_y = boxes[:, 1] + 0.5 * heights
-    wx, wy, ww, wh = weights
-    dx = rel_codes[:, 0::4] / wx
-    dy = rel_codes[:, 1::4] / wy
-    dw = torch.clamp(rel_codes[:, 2::4] / ww, max=clip)
-    dh = torch.clamp(rel_codes[:, 3::4] / wh, max=clip)
-    pred_ctr_x = dx * widths[:, None] + ctr_x[:, None]
-    pred_ctr_y = dy * heights[:, None] + ctr_y[:, None]
-    half_w = 0.5 * torch.exp(dw) * widths[:, None]
-    half_h = 0.5 * torch.exp(dh) * heights[:, None]
-    return torch.stack((pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h),
-                       dim=2).flatten(1)
-
-
-def _encode_reference(reference_boxes, proposals, weights):
-    """torchvision's encode_boxes in tensor ops: the backward of encode_boxes."""
-    dtype = torch.promote_types(reference_boxes.dtype, proposals.dtype)
-    reference_boxes, proposals = reference_boxes.to(dtype), proposals.to(dtype)
-    wx, wy, ww, wh = weights
-    ex_w = proposals[:, 2] - proposals[:, 0]
-    ex_h = proposals[:, 3] - proposals[:, 1]
-    ex_ctr_x = proposals[:, 0] + 0.5 * ex_w
-    ex_ctr_y = proposals[:, 1] + 0.5 * ex_h
-    gt_w = reference_boxes[:, 2] - reference_boxes[:, 0]
-    gt_h = reference_boxes[:, 3] - reference_boxes[:, 1]
-    gt_ctr_x = reference_boxes[:, 0] + 0.5 * gt_w
-    gt_ctr_y = reference_boxes[:, 1] + 0.5 * gt_h
-    return torch.stack((wx * (gt_ctr_x - ex_ctr_x) / ex_w, wy * (gt_ctr_y - ex_ctr_y) / ex_h,
-                        ww * torch.log(gt_w / ex_w), wh * torch.log(gt_h / ex_h)), dim=1)
-
-
 def _vjp(reference, grad, inputs, needs_grad, *args):
     """Gradients of `reference(*inputs, *args)` against `grad`, for the inputs that need one."""
     with torch.enable_grad():
@@ -164,8 +128,7 @@ def _rpn():
 
     @torch.library.register_fake(_lib + "encode_boxes")
     def _(reference_boxes, proposals, weights):
-        dtype = torch.promote_types(reference_boxes.dtype, proposals.dtype)
-        return reference_boxes.new_empty(reference_boxes.shape, dtype=dtype)
+        return reference_boxes.new_empty(reference_boxes.shape)
 
     @torch.library.register_fake(_lib + "generate_proposals")
     def _(objectness, pred_bbox_deltas, cell_anchors, strides, image_sizes, pre_nms_top_n, post_nms_top_n,
@@ -181,7 +144,7 @@ def _rpn():
         ctx.args = (weights, clip)
 
     def backward_decode(ctx, grad):
-        grads = _vjp(_decode_reference, grad, ctx.saved_tensors, ctx.needs_input_grad[:2], *ctx.args)
+        grads = _vjp(decode_reference, grad, ctx.saved_tensors, ctx.needs_input_grad[:2], *ctx.args)
         return grads[0], grads[1], None, None
 
     torch.library.register_autograd(_lib + "decode_boxes", backward_decode, setup_context=setup_decode)
@@ -192,7 +155,7 @@ def _rpn():
         ctx.weights = weights
 
     def backward_encode(ctx, grad):
-        grads = _vjp(_encode_reference, grad, ctx.saved_tensors, ctx.needs_input_grad[:2], ctx.weights)
+        grads = _vjp(encode_reference, grad, ctx.saved_tensors, ctx.needs_input_grad[:2], ctx.weights)
         return grads[0], grads[1], None
 
     torch.library.register_autograd(_lib + "encode_boxes", backward_encode, setup_context=setup_encode)

@@ -34,8 +34,9 @@ def make_cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float], dt
 
 
 def level_strides(image_size: Sequence[int], grid_sizes: Sequence[Sequence[int]]) -> List[Tuple[int, int]]:
-    """torchvision's stride of each level: padded image size // feature size, per axis."""
-    return [(int(image_size[0]) // int(g[0]), int(image_size[1]) // int(g[1])) for g in grid_sizes]
+    """torchvision's stride of each level: padded image size // feature size, per axis (0 for an
+    empty level, which has no anchors)."""
+    return [tuple(int(s) // int(g) if int(g) else 0 for s, g in zip(image_size, grid)) for grid in grid_sizes]
 
 
 def _flat_pairs(pairs: Sequence[Sequence[Union[int, Tensor]]], name: str, levels: int) -> List[int]:
@@ -86,7 +87,7 @@ class AnchorGenerator(nn.Module):
                              f"and {len(aspect_ratios)}")
         self.sizes = sizes
         self.aspect_ratios = aspect_ratios
-        self.cell_anchors = [make_cell_anchors(s, r) for s, r in zip(sizes, aspect_ratios)]
+        self.cell_anchors = [self.generate_anchors(s, r) for s, r in zip(sizes, aspect_ratios)]
 
     def generate_anchors(self, scales, aspect_ratios, dtype: torch.dtype = torch.float32,
                          device: torch.device = torch.device("cpu")) -> Tensor:

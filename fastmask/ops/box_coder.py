@@ -2,8 +2,9 @@
 
 ``decode`` / ``encode`` are torchvision's expressions evaluated per box in one kernel instead of
 ~25 tensor ops. They equal torchvision's except where torch's vectorised ``exp`` / ``log`` (SLEEF
-on the CPU) and the C library's round differently: at most a few ulp in a coordinate, seen in
-about one box in a thousand. Both are differentiable (the backward is torchvision's formula).
+on the CPU) and the C library's round differently: an ulp of a coordinate, in about 1 value in
+100 (float32; more in float64, where SLEEF's double exp is less often correctly rounded). Both are
+differentiable (the backward is torchvision's formula).
 """
 import math
 from typing import List, Sequence, Tuple
@@ -25,6 +26,43 @@ def _weights(weights: Sequence[float]) -> List[float]:
     return [float(w) for w in weights]
 
 
+def decode_reference(rel_codes, boxes, weights, clip):
+    """torchvision's BoxCoder.decode_single in tensor ops: the backward of decode_boxes."""
+    boxes = boxes.to(rel_codes.dtype)
+    widths = boxes[:, 2] - boxes[:, 0]
+    heights = boxes[:, 3] - boxes[:, 1]
+    ctr_x = boxes[:, 0] + 0.5 * widths
+    ctr_y = boxes[:, 1] + 0.5 * heights
+    wx, wy, ww, wh = weights
+    dx = rel_codes[:, 0::4] / wx
+    dy = rel_codes[:, 1::4] / wy
+    dw = torch.clamp(rel_codes[:, 2::4] / ww, max=clip)
+    dh = torch.clamp(rel_codes[:, 3::4] / wh, max=clip)
+    pred_ctr_x = dx * widths[:, None] + ctr_x[:, None]
+    pred_ctr_y = dy * heights[:, None] + ctr_y[:, None]
+    half_w = 0.5 * torch.exp(dw) * widths[:, None]
+    half_h = 0.5 * torch.exp(dh) * heights[:, None]
+    return torch.stack((pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h),
+                       dim=2).flatten(1)
+
+
+def encode_reference(reference_boxes, proposals, weights):
+    """torchvision's encode_boxes in tensor ops, mixed dtypes included (each side computed in its
+    own dtype, the weights in the reference's): the backward of encode_boxes, and its
+    mixed-dtype path."""
+    wx, wy, ww, wh = torch.as_tensor(weights, dtype=reference_boxes.dtype, device=reference_boxes.device)
+    ex_w = proposals[:, 2] - proposals[:, 0]
+    ex_h = proposals[:, 3] - proposals[:, 1]
+    ex_ctr_x = proposals[:, 0] + 0.5 * ex_w
+    ex_ctr_y = proposals[:, 1] + 0.5 * ex_h
+    gt_w = reference_boxes[:, 2] - reference_boxes[:, 0]
+    gt_h = reference_boxes[:, 3] - reference_boxes[:, 1]
+    gt_ctr_x = reference_boxes[:, 0] + 0.5 * gt_w
+    gt_ctr_y = reference_boxes[:, 1] + 0.5 * gt_h
+    return torch.stack((wx * (gt_ctr_x - ex_ctr_x) / ex_w, wy * (gt_ctr_y - ex_ctr_y) / ex_h,
+                        ww * torch.log(gt_w / ex_w), wh * torch.log(gt_h / ex_h)), dim=1)
+
+
 def decode_boxes(rel_codes: Tensor, boxes: Tensor, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
                  bbox_xform_clip: float = DEFAULT_CLIP) -> Tensor:
     """``[N, 4 * C]`` boxes (x1, y1, x2, y2) from ``[N, 4 * C]`` codes relative to ``[N, 4]`` boxes
@@ -37,10 +75,15 @@ def decode_boxes(rel_codes: Tensor, boxes: Tensor, weights: Sequence[float] = (1
 
 def encode_boxes(reference_boxes: Tensor, proposals: Tensor, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0)
                  ) -> Tensor:
-    """``[N, 4]`` codes that take ``proposals`` to ``reference_boxes`` (``BoxCoder.encode_single``)."""
+    """``[N, 4]`` codes that take ``proposals`` to ``reference_boxes`` (``BoxCoder.encode_single``).
+    Mixed floating dtypes (fp16 proposals and fp32 targets under autocast) run torchvision's
+    tensor expression, which computes each side in its own dtype."""
     check_tensor(reference_boxes, "reference_boxes")
     check_tensor(proposals, "proposals")
     check_device(reference_boxes.device)
+    if (reference_boxes.dtype != proposals.dtype and reference_boxes.is_floating_point()
+            and proposals.is_floating_point()):
+        return encode_reference(reference_boxes, proposals, _weights(weights))
     return torch.ops.fastmask.encode_boxes(reference_boxes, proposals, _weights(weights))
 
 
