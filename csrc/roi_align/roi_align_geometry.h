@@ -10,13 +10,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "common/host_device.h"
 #include "roi_align_params.h"
-
-#if defined(__CUDACC__)
-#define FASTMASK_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define FASTMASK_HOST_DEVICE inline
-#endif
 
 namespace fastmask {
 

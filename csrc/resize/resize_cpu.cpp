@@ -1,0 +1,129 @@
+// Bilinear resize on the CPU, separable: the x-taps are computed once per
+// call; each output row blends two source rows that were first normalised and
+// resampled along x. Those resampled rows are cached (two per thread), so when
+// upscaling a source row is resampled once for the ~2 output rows that use it.
+// Threads split the output rows of all planes; padding rows and columns of the
+// canvas are written here too, so the output is touched once.
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "common/linear_interp.h"
+#include "resize_cpu.h"
+
+namespace fastmask {
+namespace {
+
+template <typename A>
+std::vector<LinearTap<A>> axis_taps(int64_t in, int64_t out, double scale_factor) {
+  std::vector<LinearTap<A>> taps(out);
+  const A step = source_step<A>(in, out, scale_factor);
+  for (int64_t d = 0; d < out; ++d) taps[d] = linear_tap<A>(d, in, out, step);
+  return taps;
+}
+
+// Source row into `row`, normalised as torchvision does before resizing.
+template <typename Src, typename A>
+void load_row(const ResizeParams& p, const Src* src, int64_t c, A* row) {
+  const int64_t sx = p.src_stride[3];
+  const int64_t w = p.in_width;
+  if constexpr (std::is_same_v<Src, uint8_t>) {
+    if (p.lut) {
+      const float* lut = p.lut + c * 256;
+      for (int64_t x = 0; x < w; ++x) row[x] = lut[src[x * sx]];
+      return;
+    }
+  } else {
+    if (p.mean_std) {
+      // (image - mean) / std, each operation rounded to the image dtype as torch does.
+      const Src* ms = static_cast<const Src*>(p.mean_std);
+      const A mean = static_cast<A>(ms[c]), std_dev = static_cast<A>(ms[p.channels + c]);
+      for (int64_t x = 0; x < w; ++x) {
+        const A centred = static_cast<A>(static_cast<Src>(static_cast<A>(src[x * sx]) - mean));
+        row[x] = static_cast<A>(static_cast<Src>(centred / std_dev));
+      }
+      return;
+    }
+  }
+  for (int64_t x = 0; x < w; ++x) row[x] = static_cast<A>(src[x * sx]);
+}
+
+template <typename A>
+FASTMASK_FMA_CLONES void resample_row(const A* row, const LinearTap<A>* taps, int64_t n, A* out) {
+  for (int64_t x = 0; x < n; ++x) out[x] = blend(row[taps[x].i0], taps[x].w0, row[taps[x].i1], taps[x].w1);
+}
+
+template <typename A>
+FASTMASK_FMA_CLONES void blend_rows(const A* r0, A w0, const A* r1, A w1, int64_t n, A* out) {
+  for (int64_t x = 0; x < n; ++x) out[x] = blend(r0[x], w0, r1[x], w1);
+}
+
+template <typename Dst, typename A>
+Dst store(A v) {
+  if constexpr (std::is_same_v<Dst, uint8_t>) {
+    return static_cast<uint8_t>(std::min(std::max(std::nearbyint(v), A(0)), A(255)));
+  } else {
+    return static_cast<Dst>(v);
+  }
+}
+
+template <typename Src, typename Dst, typename A>
+void run(const ResizeParams& p) {
+  const auto xs = axis_taps<A>(p.in_width, p.out_width, p.scale_factor_w);
+  const auto ys = axis_taps<A>(p.in_height, p.out_height, p.scale_factor_h);
+  const Src* src = static_cast<const Src*>(p.src);
+  Dst* dst = static_cast<Dst*>(p.dst);
+  const int64_t rows = p.batch * p.channels * p.canvas_height;
+  const int64_t dx = p.dst_stride[3];
+
+  at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
+    std::vector<A> source(p.in_width), out(p.out_width);
+    // Two resampled source rows, keyed by plane * in_height + row.
+    std::vector<A> cached[2] = {std::vector<A>(p.out_width), std::vector<A>(p.out_width)};
+    int64_t cached_key[2] = {-1, -1};
+    auto resampled = [&](int64_t n, int64_t c, int64_t y, int keep) -> int {
+      const int64_t key = (n * p.channels + c) * p.in_height + y;
+      for (int s = 0; s < 2; ++s)
+        if (cached_key[s] == key) return s;
+      const int s = keep == 0 ? 1 : 0;
+      load_row<Src, A>(p, src + n * p.src_stride[0] + c * p.src_stride[1] + y * p.src_stride[2], c, source.data());
+      resample_row(source.data(), xs.data(), p.out_width, cached[s].data());
+      cached_key[s] = key;
+      return s;
+    };
+
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t y = r % p.canvas_height, plane = r / p.canvas_height;
+      const int64_t c = plane % p.channels, n = plane / p.channels;
+      Dst* row = dst + n * p.dst_stride[0] + c * p.dst_stride[1] + y * p.dst_stride[2];
+      int64_t x = 0;
+      if (y < p.out_height) {
+        const LinearTap<A>& t = ys[y];
+        const int s0 = resampled(n, c, t.i0, -1);
+        const int s1 = resampled(n, c, t.i1, s0);
+        blend_rows(cached[s0].data(), t.w0, cached[s1].data(), t.w1, p.out_width, out.data());
+        for (; x < p.out_width; ++x) row[x * dx] = store<Dst>(out[x]);
+      }
+      for (; x < p.canvas_width; ++x) row[x * dx] = Dst(0);
+    }
+  });
+}
+
+}  // namespace
+
+void resize_bilinear_cpu(const ResizeParams& p) {
+  if (p.src_uint8) return p.dst_uint8 ? run<uint8_t, uint8_t, float>(p) : run<uint8_t, float, float>(p);
+  switch (p.dtype) {
+    case ScalarKind::kFloat32: return run<float, float, float>(p);
+    case ScalarKind::kFloat64: return run<double, double, double>(p);
+    case ScalarKind::kFloat16: return run<c10::Half, c10::Half, float>(p);
+    case ScalarKind::kBFloat16: return run<c10::BFloat16, c10::BFloat16, float>(p);
+  }
+}
+
+}  // namespace fastmask
