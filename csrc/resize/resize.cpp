@@ -39,8 +39,11 @@ at::Tensor resize_bilinear(ResizeKernel kernel, const at::Tensor& input, int64_t
   if (!p.src_uint8) p.dtype = scalar_kind(input.scalar_type(), "fastmask.resize_bilinear: input");
   const c10::OptionalDeviceGuard device_guard(input.device());
 
-  at::Tensor output = at::empty({input.size(0), input.size(1), out_height, out_width},
-                                input.options().memory_format(input.suggest_memory_format()));
+  // channels_last when the input is (and is not also plain contiguous), as the other ops.
+  const bool channels_last = !input.is_contiguous() && input.is_contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor output = at::empty(
+      {input.size(0), input.size(1), out_height, out_width},
+      input.options().memory_format(channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
   if (output.numel() == 0) return output;
   p.src = input.const_data_ptr();
   p.batch = input.size(0), p.channels = input.size(1), p.in_height = input.size(2), p.in_width = input.size(3);
