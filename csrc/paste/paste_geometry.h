@@ -20,6 +20,12 @@ struct PasteBox {
   A step_h, step_w;            // source step of the resize
 };
 
+// [begin, end) clipped to [0, size), empty (begin == end) when they do not meet.
+FASTMASK_HOST_DEVICE void clip_span(int64_t begin, int64_t end, int64_t size, int64_t& out_begin, int64_t& out_end) {
+  out_begin = begin < 0 ? 0 : (begin > size ? size : begin);
+  out_end = end > size ? size : (end < out_begin ? out_begin : end);
+}
+
 template <typename A>
 FASTMASK_HOST_DEVICE PasteBox<A> paste_box(const PasteParams& p, int64_t n) {
   const int64_t* b = p.boxes + 4 * n;
@@ -27,12 +33,8 @@ FASTMASK_HOST_DEVICE PasteBox<A> paste_box(const PasteParams& p, int64_t n) {
   g.x0 = b[0], g.y0 = b[1];
   g.box_w = b[2] - b[0] + 1 > 1 ? b[2] - b[0] + 1 : 1;
   g.box_h = b[3] - b[1] + 1 > 1 ? b[3] - b[1] + 1 : 1;
-  g.col_begin = b[0] > 0 ? b[0] : 0;
-  g.col_end = b[2] + 1 < p.width ? b[2] + 1 : p.width;
-  g.row_begin = b[1] > 0 ? b[1] : 0;
-  g.row_end = b[3] + 1 < p.height ? b[3] + 1 : p.height;
-  if (g.col_end < g.col_begin) g.col_end = g.col_begin;
-  if (g.row_end < g.row_begin) g.row_end = g.row_begin;
+  clip_span(b[0], b[2] + 1, p.width, g.col_begin, g.col_end);
+  clip_span(b[1], b[3] + 1, p.height, g.row_begin, g.row_end);
   g.step_h = source_step<A>(p.mask_height + 2 * p.padding, g.box_h, 0.0);
   g.step_w = source_step<A>(p.mask_width + 2 * p.padding, g.box_w, 0.0);
   return g;

@@ -96,8 +96,9 @@ at::Tensor preprocess_images(ResizeKernel kernel, at::TensorList images, at::Int
   // The normalisation as torchvision's transform computes it (mean and std as tensors of the
   // image dtype); uint8 pixels take the values of `image.float() / 255` through a table.
   const auto cpu_float = at::TensorOptions().dtype(out_type);
-  const at::Tensor mean_t = at::tensor(std::vector<double>(mean.begin(), mean.end()), cpu_float);
-  const at::Tensor std_t = at::tensor(std::vector<double>(std.begin(), std.end()), cpu_float);
+  const auto cpu_double = at::TensorOptions().dtype(at::kDouble);
+  const at::Tensor mean_t = at::tensor(std::vector<double>(mean.begin(), mean.end()), cpu_double).to(out_type);
+  const at::Tensor std_t = at::tensor(std::vector<double>(std.begin(), std.end()), cpu_double).to(out_type);
   at::Tensor norm;
   if (uint8) {
     const at::Tensor levels = at::arange(256, cpu_float) / 255;

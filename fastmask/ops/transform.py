@@ -71,6 +71,8 @@ def _check_images(images, image_mean: Sequence[float]) -> None:
                              "image.permute(1, 2, 0) (a view, no copy)")
         if image.dtype != torch.uint8 and not image.is_floating_point():
             raise TypeError(f"images[{i}] must be uint8 or floating (in [0, 1]), got {image.dtype}")
+        if image.numel() == 0:
+            raise ValueError(f"images[{i}] is empty, shape {tuple(image.shape)}")
         check_device(image.device)
 
 
