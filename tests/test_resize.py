@@ -259,6 +259,8 @@ def test_preprocess_bad_input():
         preprocess_images([image, torch.rand(1, 20, 30)])
     with pytest.raises(ValueError, match="empty"):
         preprocess_images([torch.rand(3, 0, 30)])
+    with pytest.raises(ValueError, match="at most 16 channels"):
+        preprocess_images([torch.rand(17, 5, 5)], image_mean=[0.5] * 17, image_std=[0.2] * 17)
 
 
 @pytest.mark.cuda

@@ -4,8 +4,8 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "common/scalar_kind_aten.h"
 #include "resize_cpu.h"
@@ -59,7 +59,7 @@ at::Tensor resize_bilinear(ResizeKernel kernel, const at::Tensor& input, int64_t
 }
 
 at::Tensor preprocess_images(ResizeKernel kernel, at::TensorList images, at::IntArrayRef sizes,
-                             at::ArrayRef<double> mean, at::ArrayRef<double> std, int64_t height, int64_t width) {
+                             at::ArrayRef<double> mean, at::ArrayRef<double> std_dev, int64_t height, int64_t width) {
   const int64_t B = static_cast<int64_t>(images.size());
   TORCH_CHECK_VALUE(B > 0, "fastmask.preprocess_images: images must not be empty");
   TORCH_CHECK_VALUE(static_cast<int64_t>(sizes.size()) == 2 * B, "fastmask.preprocess_images: sizes must hold ",
@@ -84,33 +84,20 @@ at::Tensor preprocess_images(ResizeKernel kernel, at::TensorList images, at::Int
                       ") of images[", i, "] must be positive and fit the batch (", height, ", ", width, ")");
   }
   const int64_t C = first.size(uint8 ? 2 : 0);
-  TORCH_CHECK_VALUE(static_cast<int64_t>(mean.size()) == C && static_cast<int64_t>(std.size()) == C,
+  TORCH_CHECK_VALUE(static_cast<int64_t>(mean.size()) == C && static_cast<int64_t>(std_dev.size()) == C,
                     "fastmask.preprocess_images: image_mean and image_std need one value per channel (", C,
-                    "), got ", mean.size(), " and ", std.size());
+                    "), got ", mean.size(), " and ", std_dev.size());
   const at::ScalarType out_type = uint8 ? at::kFloat : first.scalar_type();
   ResizeParams p;
   p.dtype = scalar_kind(out_type, "fastmask.preprocess_images: images");
   p.src_uint8 = uint8;
   const c10::OptionalDeviceGuard device_guard(first.device());
 
-  // The normalisation as torchvision's transform computes it (mean and std as tensors of the
-  // image dtype); uint8 pixels take the values of `image.float() / 255` through a table.
-  const auto cpu_float = at::TensorOptions().dtype(out_type);
-  const auto cpu_double = at::TensorOptions().dtype(at::kDouble);
-  const at::Tensor mean_t = at::tensor(std::vector<double>(mean.begin(), mean.end()), cpu_double).to(out_type);
-  const at::Tensor std_t = at::tensor(std::vector<double>(std.begin(), std.end()), cpu_double).to(out_type);
-  at::Tensor norm;
-  if (uint8) {
-    const at::Tensor levels = at::arange(256, cpu_float) / 255;
-    norm = ((levels.unsqueeze(0) - mean_t.unsqueeze(1)) / std_t.unsqueeze(1)).contiguous();
-  } else {
-    norm = at::cat({mean_t, std_t});
-  }
-  norm = norm.to(first.device());
-  if (uint8)
-    p.lut = norm.const_data_ptr<float>();
-  else
-    p.mean_std = norm.const_data_ptr();
+  TORCH_CHECK_VALUE(C <= kMaxNormalisedChannels, "fastmask.preprocess_images: at most ", kMaxNormalisedChannels,
+                    " channels are supported, got ", C);
+  p.normalise = true;
+  std::copy(mean.begin(), mean.end(), p.mean);
+  std::copy(std_dev.begin(), std_dev.end(), p.std);
 
   at::Tensor batch = at::empty({B, C, height, width}, first.options().dtype(out_type));
   p.batch = 1;

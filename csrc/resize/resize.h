@@ -21,6 +21,6 @@ at::Tensor resize_bilinear(ResizeKernel kernel, const at::Tensor& input, int64_t
 // resize to sizes[2i], sizes[2i+1], write into a zero-padded [B, C, height, width] batch.
 // uint8 images are [H, W, C] and scaled by 1/255 first; floating images are [C, H, W].
 at::Tensor preprocess_images(ResizeKernel kernel, at::TensorList images, at::IntArrayRef sizes,
-                             at::ArrayRef<double> mean, at::ArrayRef<double> std, int64_t height, int64_t width);
+                             at::ArrayRef<double> mean, at::ArrayRef<double> std_dev, int64_t height, int64_t width);
 
 }  // namespace fastmask

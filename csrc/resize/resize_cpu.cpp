@@ -27,22 +27,34 @@ std::vector<LinearTap<A>> axis_taps(int64_t in, int64_t out, double scale_factor
   return taps;
 }
 
+// uint8 sources: the normalised value of each level per channel, (v / 255 - mean) / std in
+// float32 as torch computes `(image.float() / 255 - mean) / std`.
+std::vector<float> uint8_table(const ResizeParams& p) {
+  if (!p.normalise) return {};
+  std::vector<float> table(p.channels * 256);
+  for (int64_t c = 0; c < p.channels; ++c) {
+    const float mean = static_cast<float>(p.mean[c]), std_dev = static_cast<float>(p.std[c]);
+    for (int v = 0; v < 256; ++v) table[c * 256 + v] = (static_cast<float>(v) / 255.f - mean) / std_dev;
+  }
+  return table;
+}
+
 // Source row into `row`, normalised as torchvision does before resizing.
 template <typename Src, typename A>
-void load_row(const ResizeParams& p, const Src* src, int64_t c, A* row) {
+void load_row(const ResizeParams& p, const std::vector<float>& table, const Src* src, int64_t c, A* row) {
   const int64_t sx = p.src_stride[3];
   const int64_t w = p.in_width;
   if constexpr (std::is_same_v<Src, uint8_t>) {
-    if (p.lut) {
-      const float* lut = p.lut + c * 256;
-      for (int64_t x = 0; x < w; ++x) row[x] = lut[src[x * sx]];
+    if (p.normalise) {
+      const float* levels = table.data() + c * 256;
+      for (int64_t x = 0; x < w; ++x) row[x] = levels[src[x * sx]];
       return;
     }
   } else {
-    if (p.mean_std) {
-      // (image - mean) / std, each operation rounded to the image dtype as torch does.
-      const Src* ms = static_cast<const Src*>(p.mean_std);
-      const A mean = static_cast<A>(ms[c]), std_dev = static_cast<A>(ms[p.channels + c]);
+    if (p.normalise) {
+      // (image - mean) / std with mean and std in the image dtype, each operation rounded to it,
+      // as torch does.
+      const A mean = static_cast<A>(static_cast<Src>(p.mean[c])), std_dev = static_cast<A>(static_cast<Src>(p.std[c]));
       for (int64_t x = 0; x < w; ++x) {
         const A centred = static_cast<A>(static_cast<Src>(static_cast<A>(src[x * sx]) - mean));
         row[x] = static_cast<A>(static_cast<Src>(centred / std_dev));
@@ -76,6 +88,7 @@ template <typename Src, typename Dst, typename A>
 void run(const ResizeParams& p) {
   const auto xs = axis_taps<A>(p.in_width, p.out_width, p.scale_factor_w);
   const auto ys = axis_taps<A>(p.in_height, p.out_height, p.scale_factor_h);
+  const std::vector<float> table = std::is_same_v<Src, uint8_t> ? uint8_table(p) : std::vector<float>();
   const Src* src = static_cast<const Src*>(p.src);
   Dst* dst = static_cast<Dst*>(p.dst);
   const int64_t rows = p.batch * p.channels * p.canvas_height;
@@ -91,7 +104,7 @@ void run(const ResizeParams& p) {
       for (int s = 0; s < 2; ++s)
         if (cached_key[s] == key) return s;
       const int s = keep == 0 ? 1 : 0;
-      load_row<Src, A>(p, src + n * p.src_stride[0] + c * p.src_stride[1] + y * p.src_stride[2], c, source.data());
+      load_row<Src, A>(p, table, src + n * p.src_stride[0] + c * p.src_stride[1] + y * p.src_stride[2], c, source.data());
       resample_row(source.data(), xs.data(), p.out_width, cached[s].data());
       cached_key[s] = key;
       return s;

@@ -10,6 +10,8 @@
 
 namespace fastmask {
 
+constexpr int kMaxNormalisedChannels = 16;
+
 struct ResizeParams {
   // Source: `batch` images of `channels` planes; element strides (n, c, y, x),
   // so NCHW, channels_last and HWC views need no copy.
@@ -24,11 +26,12 @@ struct ResizeParams {
   double scale_factor_h = 0, scale_factor_w = 0;
 
   // Optional normalisation of every source value before it is interpolated
-  // (torchvision normalises, then resizes). uint8 sources: `lut[c * 256 + v]`
-  // (float32, (v / 255 - mean) / std as torch computes it); floating sources:
-  // (v - mean_std[c]) / mean_std[channels + c] in `dtype`. nullptr: none.
-  const float* lut = nullptr;
-  const void* mean_std = nullptr;
+  // (torchvision normalises, then resizes): floating sources (v - mean[c]) / std[c]
+  // with mean and std in `dtype`; uint8 sources (v / 255 - mean[c]) / std[c] in float32
+  // (torchvision's input is `image.float() / 255`). Held by value: no device copy.
+  bool normalise = false;
+  double mean[kMaxNormalisedChannels] = {};
+  double std[kMaxNormalisedChannels] = {};
 
   // Destination, element strides (n, c, y, x). The canvas may exceed the output
   // size: its other rows and columns are written with zeros (batch padding).

@@ -16,8 +16,8 @@ struct ResizeOps {
   }
 
   static at::Tensor preprocess_images(at::TensorList images, at::IntArrayRef sizes, at::ArrayRef<double> mean,
-                                      at::ArrayRef<double> std, int64_t height, int64_t width) {
-    return fastmask::preprocess_images(Kernel, images, sizes, mean, std, height, width);
+                                      at::ArrayRef<double> std_dev, int64_t height, int64_t width) {
+    return fastmask::preprocess_images(Kernel, images, sizes, mean, std_dev, height, width);
   }
 
   static void register_impls(torch::Library& m) {
