@@ -1,4 +1,4 @@
-// Functions shared by the CPU kernels and the CUDA kernels.
+// Marks functions shared by the CPU kernels and the CUDA device code.
 #pragma once
 
 #if defined(__CUDACC__)
