@@ -30,8 +30,9 @@ at::Tensor resize_bilinear(ResizeKernel kernel, const at::Tensor& input, int64_t
                     input.sizes());
   TORCH_CHECK_VALUE(input.size(2) > 0 && input.size(3) > 0,
                     "fastmask.resize_bilinear: input height and width must be positive, got ", input.sizes());
-  TORCH_CHECK_VALUE(out_height > 0 && out_width > 0, "fastmask.resize_bilinear: the output size must be positive, got (",
-                    out_height, ", ", out_width, ")");
+  TORCH_CHECK_VALUE(out_height > 0 && out_width > 0,
+                    "fastmask.resize_bilinear: the output size must be positive, got (", out_height, ", ", out_width,
+                    ")");
   check_scale_factor(scale_factor_h, "scale_factor_h");
   check_scale_factor(scale_factor_w, "scale_factor_w");
   ResizeParams p;

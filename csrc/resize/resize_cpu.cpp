@@ -104,7 +104,8 @@ void run(const ResizeParams& p) {
       for (int s = 0; s < 2; ++s)
         if (cached_key[s] == key) return s;
       const int s = keep == 0 ? 1 : 0;
-      load_row<Src, A>(p, table, src + n * p.src_stride[0] + c * p.src_stride[1] + y * p.src_stride[2], c, source.data());
+      const Src* source_row = src + n * p.src_stride[0] + c * p.src_stride[1] + y * p.src_stride[2];
+      load_row<Src, A>(p, table, source_row, c, source.data());
       resample_row(source.data(), xs.data(), p.out_width, cached[s].data());
       cached_key[s] = key;
       return s;

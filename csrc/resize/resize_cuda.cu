@@ -29,7 +29,9 @@ template <>
 struct Pixel<uint8_t> {
   using Acc = float;
   static __device__ __forceinline__ float load(uint8_t v) { return static_cast<float>(v); }
-  static __device__ __forceinline__ uint8_t store(float v) { return static_cast<uint8_t>(fminf(fmaxf(rintf(v), 0.f), 255.f)); }
+  static __device__ __forceinline__ uint8_t store(float v) {
+    return static_cast<uint8_t>(fminf(fmaxf(rintf(v), 0.f), 255.f));
+  }
 };
 
 // A source value, normalised as torchvision does before resizing (see ResizeParams).

@@ -133,6 +133,8 @@ class GeneralizedRCNNTransform(tv_transform.GeneralizedRCNNTransform):
 
     def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None
                 ) -> Tuple[ImageList, Optional[List[Dict[str, Tensor]]]]:
+        if isinstance(images, Tensor):  # a batch tensor iterates as torchvision's loop does
+            images = list(images.unbind(0))
         _check_images(images, self.image_mean)
         if targets is not None:
             targets = [dict(t) for t in targets]
