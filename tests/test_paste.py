@@ -148,3 +148,9 @@ def test_cuda_matches_cpu(seed):
     decided = (cpu - 0.5).abs() > 1e-6
     assert torch.equal(cuda_binary[decided], (cpu > 0.5)[decided])
     assert paste_masks_in_image(masks[:0].cuda(), boxes[:0].cuda(), (30, 40)).shape == (0, 1, 30, 40)
+
+
+def test_torch_compile_fullgraph(seed):
+    masks, boxes = torch.rand(5, 1, 28, 28), random_boxes(5, 50, 60)
+    paste = torch.compile(lambda m, b: paste_masks_in_image(m, b, (50, 60), threshold=0.5), fullgraph=True)
+    assert torch.equal(paste(masks, boxes), paste_masks_in_image(masks, boxes, (50, 60), threshold=0.5))

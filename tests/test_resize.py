@@ -284,3 +284,19 @@ def test_cuda_matches_cpu(seed):
     decoded = [torch.randint(0, 256, (97, 130, 3), dtype=torch.uint8)]
     torch.testing.assert_close(preprocess_images([decoded[0].cuda()])[0].cpu(), preprocess_images(decoded)[0],
                                rtol=0, atol=1e-6)
+
+
+def test_module_takes_a_batch_tensor(seed):
+    images = torch.rand(2, 3, 30, 40)
+    ref, _ = TorchvisionTransform(64, 100, MEAN, STD).eval()(images)
+    ours, _ = GeneralizedRCNNTransform(64, 100, MEAN, STD).eval()(images)
+    assert ours.image_sizes == ref.image_sizes
+    assert_float32_close(ours.tensors, ref.tensors)
+
+
+def test_torch_compile_fullgraph(seed):
+    x, a, b = torch.rand(1, 3, 10, 11), torch.rand(3, 30, 40), torch.rand(3, 20, 50)
+    resize = torch.compile(lambda v: resize_bilinear(v, (20, 30)), fullgraph=True)
+    assert torch.equal(resize(x), resize_bilinear(x, (20, 30)))
+    preprocess = torch.compile(lambda u, v: preprocess_images([u, v], 64, 100)[0], fullgraph=True)
+    assert torch.equal(preprocess(a, b), preprocess_images([a, b], 64, 100)[0])

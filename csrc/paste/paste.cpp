@@ -42,7 +42,7 @@ at::Tensor paste_masks_in_image(PasteKernel kernel, const at::Tensor& masks, con
   const at::Tensor x0 = boxes.select(1, 0), y0 = boxes.select(1, 1), x1 = boxes.select(1, 2), y1 = boxes.select(1, 3);
   const at::Tensor w_half = (x1 - x0) * 0.5 * scale, h_half = (y1 - y0) * 0.5 * scale;
   const at::Tensor x_c = (x1 + x0) * 0.5, y_c = (y1 + y0) * 0.5;
-  // A box with a non-finite coordinate pastes nothing (an empty integer box). Others are clamped
+  // A box with a non-finite coordinate pastes nothing. Others are clamped
   // to +-2^40 before the cast, which is undefined out of range (no image is that large); the
   // conversion to double is exact, so in range the result is torchvision's.
   constexpr double kFar = 1099511627776.0;
@@ -50,9 +50,9 @@ at::Tensor paste_masks_in_image(PasteKernel kernel, const at::Tensor& masks, con
                                   .to(at::kDouble)
                                   .nan_to_num(0.0)
                                   .clamp(-kFar, kFar);
-  const at::Tensor empty_box = at::tensor({1.0, 1.0, -1.0, -1.0}, expanded.options());
+  // (A 1 x 1 box at -2^40 lies outside every image.)
   const at::Tensor int_boxes =
-      at::where(at::isfinite(boxes).all(1, /*keepdim=*/true), expanded, empty_box).to(at::kLong).contiguous();
+      at::where(at::isfinite(boxes).all(1, /*keepdim=*/true), expanded, -kFar).to(at::kLong).contiguous();
   const at::Tensor masks_c = masks.contiguous();
 
   p.masks = masks_c.const_data_ptr();
