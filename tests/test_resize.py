@@ -114,7 +114,8 @@ def random_images(sizes, dtype=torch.float32):
     return [torch.rand(3, h, w).to(dtype) for h, w in sizes]
 
 
-IMAGE_SIZES = [[(480, 640), (600, 800)], [(37, 91)], [(1, 1), (3, 2)], [(301, 199), (120, 999), (64, 64)]]
+IMAGE_SIZES = [[(480, 640), (600, 800)], [(37, 91)], [(1, 1), (3, 2)], [(301, 199), (120, 999), (64, 64)],
+               [(800, 1000)]]  # the last one keeps its size: the copy path
 
 
 @pytest.mark.parametrize("sizes", IMAGE_SIZES)
@@ -146,6 +147,12 @@ def test_preprocess_uint8_hwc(seed):
     chw = [im.permute(2, 0, 1).contiguous() for im in decoded]
     view_batch, _ = preprocess_images([im.permute(1, 2, 0) for im in chw], 200, 333, MEAN, STD)
     assert torch.equal(view_batch, batch)
+
+
+def test_preprocess_strided_float_images(seed):
+    images = [torch.rand(45, 61, 3).permute(2, 0, 1), torch.rand(3, 80, 70)[:, ::2, 1::2]]
+    ref, _ = TorchvisionTransform(60, 100, MEAN, STD).eval()(images)
+    assert_float32_close(preprocess_images(images, 60, 100, MEAN, STD)[0], ref.tensors)
 
 
 @pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-12), (torch.float16, 2e-2)])
