@@ -25,7 +25,8 @@ def paste_masks_in_image(
         img_shape: ``(height, width)`` of the image.
         padding: zero border added around each mask before resizing (torchvision: 1).
         threshold: if given, return the bool masks ``pasted > threshold`` directly (4x less memory
-            than the float masks, which are never materialised).
+            than the float masks, which are never materialised; ``.view(torch.uint8)`` gives uint8
+            0/1 masks without a copy).
 
     Returns:
         ``[N, 1, height, width]`` in the masks' dtype (or bool). Equal to torchvision's within 1e-5
