@@ -4,6 +4,7 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include "common/huge_pages.h"
 #include "common/scalar_kind_aten.h"
 #include "paste_cpu.h"
 #include "paste_registration.h"
@@ -60,6 +61,7 @@ at::Tensor paste_masks_in_image(PasteKernel kernel, const at::Tensor& masks, con
   p.padding = padding;
   p.boxes = int_boxes.const_data_ptr<int64_t>();
   p.height = height, p.width = width;
+  if (out.is_cpu()) advise_huge_pages(out.data_ptr(), out.nbytes());
   p.out = out.data_ptr();
   p.binary = threshold.has_value();
   p.threshold = threshold.value_or(0.0);

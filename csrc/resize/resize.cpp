@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/huge_pages.h"
 #include "common/scalar_kind_aten.h"
 #include "resize_cpu.h"
 #include "resize_registration.h"
@@ -53,6 +54,7 @@ at::Tensor resize_bilinear(ResizeKernel kernel, const at::Tensor& input, int64_t
   p.out_width = p.canvas_width = out_width;
   p.scale_factor_h = scale_factor_h.value_or(0.0);
   p.scale_factor_w = scale_factor_w.value_or(0.0);
+  if (output.is_cpu()) advise_huge_pages(output.data_ptr(), output.nbytes());
   p.dst = output.data_ptr();
   set_strides(p.dst_stride, output.stride(0), output.stride(1), output.stride(2), output.stride(3));
   kernel(p);
@@ -101,6 +103,7 @@ at::Tensor preprocess_images(ResizeKernel kernel, at::TensorList images, at::Int
   std::copy(std_dev.begin(), std_dev.end(), p.std);
 
   at::Tensor batch = at::empty({B, C, height, width}, first.options().dtype(out_type));
+  if (batch.is_cpu()) advise_huge_pages(batch.data_ptr(), batch.nbytes());
   p.batch = 1;
   p.channels = C;
   p.canvas_height = height;
