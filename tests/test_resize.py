@@ -1,5 +1,8 @@
 """resize_bilinear against F.interpolate, preprocess_images / GeneralizedRCNNTransform against
 torchvision's transform: parity on fresh random inputs, edge cases, opcheck, bad input."""
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -317,3 +320,16 @@ def test_torch_compile_fullgraph(seed):
     assert torch.equal(resize(x), resize_bilinear(x, (20, 30)))
     preprocess = torch.compile(lambda u, v: preprocess_images([u, v], 64, 100)[0], fullgraph=True)
     assert torch.equal(preprocess(a, b), preprocess_images([a, b], 64, 100)[0])
+
+
+def test_ops_import_without_torchvision():
+    # torchvision is not a requirement of fastmask: only the transform module needs it.
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name.split('.')[0] == 'torchvision':\n"
+            "            raise ImportError('no torchvision')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import fastmask.ops as ops\n"
+            "ops.preprocess_images, ops.paste_masks_in_image, ops.resize_bilinear, ops.boxes_to_original\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
