@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "common/huge_pages.h"
 #include "common/scalar_kind_aten.h"
@@ -57,7 +58,7 @@ at::Tensor resize_bilinear(ResizeKernel kernel, const at::Tensor& input, int64_t
   if (output.is_cpu()) advise_huge_pages(output.data_ptr(), output.nbytes());
   p.dst = output.data_ptr();
   set_strides(p.dst_stride, output.stride(0), output.stride(1), output.stride(2), output.stride(3));
-  kernel(p);
+  kernel(&p, 1);
   return output;
 }
 
@@ -108,23 +109,25 @@ at::Tensor preprocess_images(ResizeKernel kernel, at::TensorList images, at::Int
   p.channels = C;
   p.canvas_height = height;
   p.canvas_width = width;
+  std::vector<ResizeParams> jobs(B, p);
   for (int64_t i = 0; i < B; ++i) {
+    ResizeParams& job = jobs[i];
     const at::Tensor& im = images[i];
-    p.src = im.const_data_ptr();
+    job.src = im.const_data_ptr();
     if (uint8) {  // [H, W, C]
-      p.in_height = im.size(0), p.in_width = im.size(1);
-      set_strides(p.src_stride, 0, im.stride(2), im.stride(0), im.stride(1));
+      job.in_height = im.size(0), job.in_width = im.size(1);
+      set_strides(job.src_stride, 0, im.stride(2), im.stride(0), im.stride(1));
     } else {
-      p.in_height = im.size(1), p.in_width = im.size(2);
-      set_strides(p.src_stride, 0, im.stride(0), im.stride(1), im.stride(2));
+      job.in_height = im.size(1), job.in_width = im.size(2);
+      set_strides(job.src_stride, 0, im.stride(0), im.stride(1), im.stride(2));
     }
-    p.out_height = sizes[2 * i];
-    p.out_width = sizes[2 * i + 1];
+    job.out_height = sizes[2 * i];
+    job.out_width = sizes[2 * i + 1];
     at::Tensor out = batch.select(0, i);
-    p.dst = out.data_ptr();
-    set_strides(p.dst_stride, 0, out.stride(0), out.stride(1), out.stride(2));
-    kernel(p);
+    job.dst = out.data_ptr();
+    set_strides(job.dst_stride, 0, out.stride(0), out.stride(1), out.stride(2));
   }
+  kernel(jobs.data(), B);
   return batch;
 }
 

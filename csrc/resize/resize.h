@@ -9,7 +9,8 @@
 
 namespace fastmask {
 
-using ResizeKernel = void (*)(const ResizeParams&);
+// Resizes `count` independent jobs (the images of one preprocessing call) in one call.
+using ResizeKernel = void (*)(const ResizeParams* jobs, int64_t count);
 
 // F.interpolate(input, size=(out_height, out_width), mode="bilinear", align_corners=False),
 // with its scale factors when it got them (<= 0 or absent: in / out). Output in the input's

@@ -1,9 +1,10 @@
-// Bilinear resize on the CPU, separable: the x-taps are computed once per
-// call; each output row blends two source rows that were first normalised and
-// resampled along x. Those resampled rows are cached (two per thread), so when
-// upscaling a source row is resampled once for the ~2 output rows that use it.
-// Threads split the output rows of all planes; padding rows and columns of the
-// canvas are written here too, so the output is touched once.
+// Bilinear resize on the CPU, separable: the taps of each axis are computed
+// once per job; each output row blends two source rows that were first
+// normalised and resampled along x. Those resampled rows are cached (two per
+// thread), so when upscaling a source row is resampled once for the ~2 output
+// rows that use it. Threads split the output rows of all planes of all jobs
+// (one parallel region per call, however many images); padding rows and
+// columns of the canvas are written here too, so the output is touched once.
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -84,40 +85,61 @@ Dst store(A v) {
   }
 }
 
+// The taps and uint8 table of one job, and where its rows start among the rows of all jobs.
+template <typename A>
+struct JobPlan {
+  std::vector<LinearTap<A>> xs, ys;
+  std::vector<float> table;
+  int64_t first_row = 0;
+};
+
 template <typename Src, typename Dst, typename A>
-void run(const ResizeParams& p) {
-  const auto xs = axis_taps<A>(p.in_width, p.out_width, p.scale_factor_w);
-  const auto ys = axis_taps<A>(p.in_height, p.out_height, p.scale_factor_h);
-  const std::vector<float> table = std::is_same_v<Src, uint8_t> ? uint8_table(p) : std::vector<float>();
-  const Src* src = static_cast<const Src*>(p.src);
-  Dst* dst = static_cast<Dst*>(p.dst);
-  const int64_t rows = p.batch * p.channels * p.canvas_height;
-  const int64_t dx = p.dst_stride[3];
+void run(const ResizeParams* jobs, int64_t count) {
+  std::vector<JobPlan<A>> plans(count + 1);
+  int64_t max_in_width = 0, max_out_width = 0;
+  for (int64_t j = 0; j < count; ++j) {
+    const ResizeParams& p = jobs[j];
+    plans[j].xs = axis_taps<A>(p.in_width, p.out_width, p.scale_factor_w);
+    plans[j].ys = axis_taps<A>(p.in_height, p.out_height, p.scale_factor_h);
+    if constexpr (std::is_same_v<Src, uint8_t>) plans[j].table = uint8_table(p);
+    plans[j + 1].first_row = plans[j].first_row + p.batch * p.channels * p.canvas_height;
+    max_in_width = std::max(max_in_width, p.in_width);
+    max_out_width = std::max(max_out_width, p.out_width);
+  }
 
-  at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
-    std::vector<A> source(p.in_width), out(p.out_width);
-    // Two resampled source rows, keyed by plane * in_height + row.
-    std::vector<A> cached[2] = {std::vector<A>(p.out_width), std::vector<A>(p.out_width)};
-    int64_t cached_key[2] = {-1, -1};
-    auto resampled = [&](int64_t n, int64_t c, int64_t y, int keep) -> int {
-      const int64_t key = (n * p.channels + c) * p.in_height + y;
-      for (int s = 0; s < 2; ++s)
-        if (cached_key[s] == key) return s;
-      const int s = keep == 0 ? 1 : 0;
-      const Src* source_row = src + n * p.src_stride[0] + c * p.src_stride[1] + y * p.src_stride[2];
-      load_row<Src, A>(p, table, source_row, c, source.data());
-      resample_row(source.data(), xs.data(), p.out_width, cached[s].data());
-      cached_key[s] = key;
-      return s;
-    };
-
+  at::parallel_for(0, plans[count].first_row, 8, [&](int64_t begin, int64_t end) {
+    std::vector<A> source(max_in_width), out(max_out_width);
+    // Two resampled source rows, keyed by job and plane * in_height + row.
+    std::vector<A> cached[2] = {std::vector<A>(max_out_width), std::vector<A>(max_out_width)};
+    int64_t cached_job[2] = {-1, -1}, cached_key[2] = {-1, -1};
+    int64_t j = std::upper_bound(plans.begin(), plans.end() - 1, begin,
+                                 [](int64_t r, const JobPlan<A>& plan) { return r < plan.first_row; }) -
+                plans.begin() - 1;
     for (int64_t r = begin; r < end; ++r) {
-      const int64_t y = r % p.canvas_height, plane = r / p.canvas_height;
+      while (r >= plans[j + 1].first_row) ++j;
+      const ResizeParams& p = jobs[j];
+      const JobPlan<A>& plan = plans[j];
+      const Src* src = static_cast<const Src*>(p.src);
+      auto resampled = [&](int64_t n, int64_t c, int64_t y, int keep) -> int {
+        const int64_t key = (n * p.channels + c) * p.in_height + y;
+        for (int s = 0; s < 2; ++s)
+          if (cached_job[s] == j && cached_key[s] == key) return s;
+        const int s = keep == 0 ? 1 : 0;
+        const Src* source_row = src + n * p.src_stride[0] + c * p.src_stride[1] + y * p.src_stride[2];
+        load_row<Src, A>(p, plan.table, source_row, c, source.data());
+        resample_row(source.data(), plan.xs.data(), p.out_width, cached[s].data());
+        cached_job[s] = j, cached_key[s] = key;
+        return s;
+      };
+
+      const int64_t local = r - plan.first_row;
+      const int64_t y = local % p.canvas_height, plane = local / p.canvas_height;
       const int64_t c = plane % p.channels, n = plane / p.channels;
-      Dst* row = dst + n * p.dst_stride[0] + c * p.dst_stride[1] + y * p.dst_stride[2];
+      const int64_t dx = p.dst_stride[3];
+      Dst* row = static_cast<Dst*>(p.dst) + n * p.dst_stride[0] + c * p.dst_stride[1] + y * p.dst_stride[2];
       int64_t x = 0;
       if (y < p.out_height) {
-        const LinearTap<A>& t = ys[y];
+        const LinearTap<A>& t = plan.ys[y];
         const int s0 = resampled(n, c, t.i0, -1);
         const int s1 = resampled(n, c, t.i1, s0);
         blend_rows(cached[s0].data(), t.w0, cached[s1].data(), t.w1, p.out_width, out.data());
@@ -130,13 +152,16 @@ void run(const ResizeParams& p) {
 
 }  // namespace
 
-void resize_bilinear_cpu(const ResizeParams& p) {
-  if (p.src_uint8) return p.dst_uint8 ? run<uint8_t, uint8_t, float>(p) : run<uint8_t, float, float>(p);
+void resize_bilinear_cpu(const ResizeParams* jobs, int64_t count) {
+  if (count == 0) return;
+  const ResizeParams& p = jobs[0];  // one call's jobs share their types
+  if (p.src_uint8)
+    return p.dst_uint8 ? run<uint8_t, uint8_t, float>(jobs, count) : run<uint8_t, float, float>(jobs, count);
   switch (p.dtype) {
-    case ScalarKind::kFloat32: return run<float, float, float>(p);
-    case ScalarKind::kFloat64: return run<double, double, double>(p);
-    case ScalarKind::kFloat16: return run<c10::Half, c10::Half, float>(p);
-    case ScalarKind::kBFloat16: return run<c10::BFloat16, c10::BFloat16, float>(p);
+    case ScalarKind::kFloat32: return run<float, float, float>(jobs, count);
+    case ScalarKind::kFloat64: return run<double, double, double>(jobs, count);
+    case ScalarKind::kFloat16: return run<c10::Half, c10::Half, float>(jobs, count);
+    case ScalarKind::kBFloat16: return run<c10::BFloat16, c10::BFloat16, float>(jobs, count);
   }
 }
 

@@ -8,8 +8,9 @@
 namespace fastmask {
 namespace {
 
-void run(const ResizeParams& p) {
-  check_cuda_launch(resize_bilinear_cuda(p, c10::cuda::getCurrentCUDAStream()), "resize_bilinear");
+void run(const ResizeParams* jobs, int64_t count) {
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  for (int64_t i = 0; i < count; ++i) check_cuda_launch(resize_bilinear_cuda(jobs[i], stream), "resize_bilinear");
 }
 
 }  // namespace
