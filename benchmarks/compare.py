@@ -24,10 +24,12 @@ from typing import Callable, List, Optional
 
 import torch
 import torchvision
+from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_paste_masks_in_image
+from torchvision.models.detection.transform import GeneralizedRCNNTransform as TvTransform
 
 import fastmask
-from fastmask.ops import (AnchorGenerator, BoxCoder, MultiScaleRoIAlign, batched_nms, generate_proposals,
-                          multi_image_nms, nms, roi_align)
+from fastmask.ops import (AnchorGenerator, BoxCoder, GeneralizedRCNNTransform, MultiScaleRoIAlign, batched_nms,
+                          generate_proposals, multi_image_nms, nms, paste_masks_in_image, resize_bilinear, roi_align)
 from torchvision.models.detection import _utils as tv_det_utils
 from torchvision.models.detection import rpn as tv_rpn
 from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
@@ -300,11 +302,65 @@ def rpn_cases(device):
     return cases
 
 
+def image_list_diff(ref, ours) -> float:
+    if ref.image_sizes != ours.image_sizes:
+        return math.inf
+    return max_abs_diff(ref.tensors, ours.tensors)
+
+
+def resize_cases(device):
+    """Preprocessing (GeneralizedRCNNTransform, eval), pasting (100 masks, 1200 x 1200) and the
+    plain bilinear resize, on the issue's workloads."""
+    g = torch.Generator().manual_seed(11)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    two = [(480, 640), (600, 800)]
+    batches = [("2 images 480x640, 600x800", two)]
+    if device.type == "cuda":
+        batches.append(("8 images 480x640 .. 600x800", two * 4))
+    cases = []
+    for label, sizes in batches:
+        images = [torch.rand(3, h, w, generator=g).to(device) for h, w in sizes]
+        decoded = [(im.permute(1, 2, 0) * 255).round().to(torch.uint8) for im in images]
+        for name, kwargs, canvas in (("torchvision preset", {}, None),
+                                     ("paper preset 800/1024, 1024x1024", {"size_divisible": 1024}, (1024, 1024))):
+            max_size = 1024 if canvas else 1333
+            theirs = TvTransform(800, max_size, mean, std, **kwargs).eval()
+            ours = GeneralizedRCNNTransform(800, max_size, mean, std, canvas_size=canvas).eval()
+            cases.append(Case("preprocess (GeneralizedRCNNTransform)", f"{label} float CHW, {name}",
+                              lambda t=theirs, i=images: t(i)[0], lambda o=ours, i=images: o(i)[0], image_list_diff))
+        theirs = TvTransform(800, 1333, mean, std).eval()
+        ours = GeneralizedRCNNTransform(800, 1333, mean, std).eval()
+        cases.append(Case("preprocess (GeneralizedRCNNTransform)", f"{label} uint8 HWC (torchvision: /255 first)",
+                          lambda t=theirs, d=decoded: t([im.permute(2, 0, 1).float() / 255 for im in d])[0],
+                          lambda o=ours, d=decoded: o(d)[0], image_list_diff))
+
+    masks = torch.rand(100, 1, 28, 28, generator=g).to(device)
+    xy = torch.rand(100, 2, generator=g) * 900
+    boxes = torch.cat([xy, xy + 10 + torch.rand(100, 2, generator=g) * 290], 1).to(device)
+    work = "100 masks 28x28 into 1200x1200"
+    cases.append(Case("paste_masks_in_image", work, lambda: tv_paste_masks_in_image(masks, boxes, (1200, 1200)),
+                      lambda: paste_masks_in_image(masks, boxes, (1200, 1200))))
+    cases.append(Case("paste_masks_in_image", work + ", thresholded > 0.5 (bool)",
+                      lambda: tv_paste_masks_in_image(masks, boxes, (1200, 1200)) > 0.5,
+                      lambda: paste_masks_in_image(masks, boxes, (1200, 1200), threshold=0.5)))
+
+    x = torch.rand(2, 3, 480, 640, generator=g).to(device)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xl = x.contiguous(memory_format=layout)
+        name = "NCHW" if layout == torch.contiguous_format else "channels_last"
+        cases.append(Case("resize_bilinear", f"2x3x480x640 {name} -> 800x1066",
+                          lambda v=xl: torch.nn.functional.interpolate(v, size=(800, 1066), mode="bilinear",
+                                                                       align_corners=False),
+                          lambda v=xl: resize_bilinear(v, (800, 1066))))
+    return cases
+
+
 def all_cases(device: torch.device) -> List[Case]:
     cases = roi_align_cases(device, torch.float32, False) + roi_align_cases(device, torch.float32, True)
     if device.type == "cuda":
         cases += roi_align_cases(device, torch.bfloat16, False) + roi_align_cases(device, torch.bfloat16, True)
-    return cases + multiscale_cases(device, torch.float32) + nms_cases(device) + rpn_cases(device)
+    return (cases + multiscale_cases(device, torch.float32) + nms_cases(device) + rpn_cases(device)
+            + resize_cases(device))
 
 
 def git_commit() -> str:

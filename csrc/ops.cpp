@@ -46,4 +46,21 @@ TORCH_LIBRARY(fastmask, m) {
       "SymInt[] strides, Tensor image_sizes, int pre_nms_top_n, int post_nms_top_n, float nms_thresh, "
       "float score_thresh, float min_size, float[] weights, float bbox_xform_clip) "
       "-> (Tensor boxes, Tensor scores, Tensor counts)");
+
+  // Bilinear resize: image preprocessing and mask pasting.
+  // F.interpolate(mode="bilinear", align_corners=False) to (out_height, out_width); the scale
+  // factors as F.interpolate hands them to its kernel (absent: in / out).
+  m.def(
+      "resize_bilinear(Tensor input, int out_height, int out_width, float? scale_factor_h=None, "
+      "float? scale_factor_w=None) -> Tensor");
+  // GeneralizedRCNNTransform's images: normalise, resize image i to (sizes[2i], sizes[2i+1]),
+  // zero-pad into [B, C, height, width]. uint8 images [H, W, C] (scaled by 1/255), float [C, H, W].
+  m.def(
+      "preprocess_images(Tensor[] images, int[] sizes, float[] mean, float[] std, int height, "
+      "int width) -> Tensor");
+  // torchvision's paste_masks_in_image: masks [N, 1, M, M] into [N, 1, height, width]; with a
+  // threshold, the bool mask (value > threshold) instead.
+  m.def(
+      "paste_masks_in_image(Tensor masks, Tensor boxes, int height, int width, int padding=1, "
+      "float? threshold=None) -> Tensor");
 }

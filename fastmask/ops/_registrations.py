@@ -161,9 +161,29 @@ def _rpn():
     torch.library.register_autograd(_lib + "encode_boxes", backward_encode, setup_context=setup_encode)
 
 
+def _resize():
+    # Inference ops: no autograd formulas.
+    @torch.library.register_fake(_lib + "resize_bilinear")
+    def _(input, out_height, out_width, scale_factor_h=None, scale_factor_w=None):
+        out = input.new_empty((input.shape[0], input.shape[1], out_height, out_width))
+        return out.contiguous(memory_format=_memory_format(is_channels_last(input)))
+
+    @torch.library.register_fake(_lib + "preprocess_images")
+    def _(images, sizes, mean, std, height, width):
+        first = images[0]
+        uint8 = first.dtype == torch.uint8
+        channels = first.shape[2] if uint8 else first.shape[0]
+        return first.new_empty((len(images), channels, height, width), dtype=torch.float32 if uint8 else first.dtype)
+
+    @torch.library.register_fake(_lib + "paste_masks_in_image")
+    def _(masks, boxes, height, width, padding=1, threshold=None):
+        dtype = torch.bool if threshold is not None else masks.dtype
+        return masks.new_empty((masks.shape[0], 1, height, width), dtype=dtype)
+
+
 _OPS = ("roi_align", "roi_align_backward", "multi_level_roi_align", "multi_level_roi_align_backward",
         "nms", "batched_nms", "multi_image_nms", "grid_anchors", "decode_boxes", "encode_boxes",
-        "generate_proposals")
+        "generate_proposals", "resize_bilinear", "preprocess_images", "paste_masks_in_image")
 
 
 def _cuda_stubs():
@@ -179,7 +199,7 @@ def _cuda_stubs():
 
 _ext = _loader._state["ext"]
 if _ext is not None:  # without _C there are no ops to register for
-    for _register in (_roi_align, _multi_level_roi_align, _nms, _rpn):
+    for _register in (_roi_align, _multi_level_roi_align, _nms, _rpn, _resize):
         _safely(_register)
     if not _ext.with_cuda:
         _safely(_cuda_stubs)

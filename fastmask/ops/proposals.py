@@ -1,5 +1,5 @@
 """Proposal generation: torchvision's ``RegionProposalNetwork`` post-processing for a whole
-batch in one call, and a drop-in ``RegionProposalNetwork`` that uses it.
+batch in one call (``fastmask.ops.RegionProposalNetwork``, in ``rpn.py``, uses it).
 
 ``generate_proposals`` reads the RPN head's outputs as they are (per level ``[B, A, H, W]``
 objectness, ``[B, 4A, H, W]`` deltas): per image and level top-k by objectness, then for only
@@ -18,18 +18,17 @@ the coordinates in the boxes' dtype (steps of 4 px in fp16 at 5000 px, 32 px in 
 IoU in float, so its NMS differs from an exact per-level NMS; fastmask's is exact (no offset).
 """
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
-from torchvision.models.detection import rpn as tv_rpn
 
 from .._loader import check_device
 from ._checks import check_tensor
 from .anchors import level_strides
-from .box_coder import DEFAULT_CLIP, BoxCoder, _weights
+from .box_coder import DEFAULT_CLIP, _weights
 
-__all__ = ["generate_proposals", "RegionProposalNetwork", "unpad_proposals"]
+__all__ = ["generate_proposals", "unpad_proposals"]
 
 
 def _tensor_list(x, name: str) -> List[Tensor]:
@@ -89,45 +88,3 @@ def generate_proposals(
 def unpad_proposals(boxes: Tensor, counts: Tensor) -> List[Tensor]:
     """The padded boxes (or scores) as torchvision's list of per-image tensors (one host sync)."""
     return [b[:n] for b, n in zip(boxes.unbind(0), counts.tolist())]
-
-
-class RegionProposalNetwork(tv_rpn.RegionProposalNetwork):
-    """torchvision's ``RegionProposalNetwork`` (same constructor, submodules and state dict) with
-    its post-processing replaced by ``generate_proposals`` and its box coder by fastmask's.
-    Training losses are torchvision's code, so they draw the same random samples."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
-
-    def propose(self, images, features: List[Tensor], objectness: List[Tensor],
-                pred_bbox_deltas: List[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-        """Static-shape proposals: ``(boxes [B, P, 4], scores [B, P], counts [B])``."""
-        self.anchor_generator.set_cell_anchors(features[0].dtype, features[0].device)
-        image_sizes = getattr(images, "image_sizes_tensor", None)
-        if image_sizes is None:
-            image_sizes = images.image_sizes
-        return generate_proposals(
-            objectness, pred_bbox_deltas, self.anchor_generator.cell_anchors, image_sizes,
-            images.tensors.shape[-2:], self.pre_nms_top_n(), self.post_nms_top_n(), self.nms_thresh,
-            self.score_thresh, self.min_size, self.box_coder.weights, self.box_coder.bbox_xform_clip)
-
-    def forward(self, images, features: Dict[str, Tensor],
-                targets: Optional[List[Dict[str, Tensor]]] = None) -> Tuple[List[Tensor], Dict[str, Tensor]]:
-        features = list(features.values())
-        objectness, pred_bbox_deltas = self.head(features)
-        boxes, _, counts = self.propose(images, features, objectness, pred_bbox_deltas)
-        proposals = unpad_proposals(boxes, counts)
-
-        losses = {}
-        if self.training:
-            if targets is None:
-                raise ValueError("targets should not be None in training mode")
-            anchors = self.anchor_generator(images, features)
-            objectness, pred_bbox_deltas = tv_rpn.concat_box_prediction_layers(objectness, pred_bbox_deltas)
-            labels, matched_gt_boxes = self.assign_targets_to_anchors(anchors, targets)
-            regression_targets = self.box_coder.encode(matched_gt_boxes, anchors)
-            loss_objectness, loss_rpn_box_reg = self.compute_loss(
-                objectness, pred_bbox_deltas, labels, regression_targets)
-            losses = {"loss_objectness": loss_objectness, "loss_rpn_box_reg": loss_rpn_box_reg}
-        return proposals, losses

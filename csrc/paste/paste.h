@@ -1,0 +1,17 @@
+// Tensor-level mask pasting shared by the CPU and CUDA registrations: checks,
+// torchvision's box expansion, output allocation, the PasteParams handed to a
+// backend kernel.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "paste_params.h"
+
+namespace fastmask {
+
+using PasteKernel = void (*)(const PasteParams&);
+
+at::Tensor paste_masks_in_image(PasteKernel kernel, const at::Tensor& masks, const at::Tensor& boxes, int64_t height,
+                                int64_t width, int64_t padding, c10::optional<double> threshold);
+
+}  // namespace fastmask

@@ -1,0 +1,12 @@
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "paste_params.h"
+
+namespace fastmask {
+
+// Launches on `stream`, returns the launch error.
+cudaError_t paste_masks_cuda(const PasteParams& params, cudaStream_t stream);
+
+}  // namespace fastmask

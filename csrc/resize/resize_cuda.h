@@ -1,0 +1,12 @@
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "resize_params.h"
+
+namespace fastmask {
+
+// Launches on `stream`, returns the launch error.
+cudaError_t resize_bilinear_cuda(const ResizeParams& params, cudaStream_t stream);
+
+}  // namespace fastmask

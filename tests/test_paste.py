@@ -1,0 +1,156 @@
+"""paste_masks_in_image against torchvision's: random masks and boxes, boxes partly or wholly
+outside the image, tiny and huge boxes, no masks, dtypes, thresholding, opcheck, bad input."""
+import pytest
+import torch
+from torchvision.models.detection.roi_heads import paste_masks_in_image as torchvision_paste
+
+from fastmask.ops import paste_masks_in_image
+
+
+def random_boxes(n, height, width, spread=1.4, max_size=0.6):
+    """Boxes anywhere around the image, some partly outside it."""
+    x1 = (torch.rand(n) * spread - (spread - 1) / 2) * width
+    y1 = (torch.rand(n) * spread - (spread - 1) / 2) * height
+    return torch.stack([x1, y1, x1 + torch.rand(n) * width * max_size, y1 + torch.rand(n) * height * max_size], 1)
+
+
+def reference(masks, boxes, img_shape, padding=1):
+    """torchvision's paste, mask by mask, with empty masks for boxes wholly outside the image
+    (where torchvision raises a shape error)."""
+    height, width = img_shape
+    scale = (masks.shape[-1] + 2 * padding) / masks.shape[-1]
+    out = []
+    for m, b in zip(masks, boxes):
+        w_half, h_half = (b[2] - b[0]) * 0.5 * scale, (b[3] - b[1]) * 0.5 * scale
+        xc, yc = (b[2] + b[0]) * 0.5, (b[3] + b[1]) * 0.5
+        x0, y0, x1, y1 = (xc - w_half).long(), (yc - h_half).long(), (xc + w_half).long(), (yc + h_half).long()
+        if x1 < 0 or y1 < 0 or x0 >= width or y0 >= height:
+            out.append(masks.new_zeros((1, 1, height, width)))
+        else:
+            out.append(torchvision_paste(m[None], b[None], img_shape, padding))
+    return torch.cat(out) if out else masks.new_empty((0, 1, height, width))
+
+
+@pytest.mark.parametrize("n,img_shape", [(20, (97, 130)), (7, (1, 1)), (12, (40, 9)), (30, (150, 150))])
+@pytest.mark.parametrize("padding", [0, 1, 2])
+def test_matches_torchvision(seed, n, img_shape, padding):
+    masks = torch.rand(n, 1, 28, 28)
+    boxes = random_boxes(n, *img_shape, spread=1.0)  # inside the image: torchvision's own paste works
+    ours = paste_masks_in_image(masks, boxes, img_shape, padding)
+    ref = torchvision_paste(masks, boxes, img_shape, padding)
+    assert ours.shape == ref.shape and ours.dtype == ref.dtype
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)
+
+
+def test_boxes_partly_and_wholly_outside(seed):
+    masks = torch.rand(60, 1, 14, 14)
+    boxes = random_boxes(60, 50, 70, spread=3.0)
+    boxes[:4] = torch.tensor([[-40.0, 10, -20, 30], [130, 10, 150, 30], [10, -40, 30, -20], [-9, -9, -3, -3]])
+    ours = paste_masks_in_image(masks, boxes, (50, 70))
+    torch.testing.assert_close(ours, reference(masks, boxes, (50, 70)), rtol=0, atol=1e-6)
+    assert not ours[:4].any()
+
+
+def test_tiny_huge_and_inverted_boxes(seed):
+    masks = torch.rand(6, 1, 28, 28)
+    boxes = torch.tensor([[10.0, 10, 10.2, 10.3], [5, 5, 5, 5], [-3000, -2000, 4000, 5000], [30, 20, 10, 5],
+                          [0, 0, 1e4, 3], [12.5, 7.25, 13.75, 40.5]])
+    ours = paste_masks_in_image(masks, boxes, (60, 80))
+    torch.testing.assert_close(ours, reference(masks, boxes, (60, 80)), rtol=0, atol=1e-6)
+
+
+def test_non_finite_boxes_give_empty_masks(seed):
+    masks = torch.rand(5, 1, 28, 28)
+    boxes = torch.tensor([[1.0, 2, 30, 40], [float("nan"), 2, 30, 40], [1, 2, float("inf"), 40],
+                          [-float("inf"), 2, 30, 40], [3.0, 4, 20, 25]])
+    for dtype in (torch.float32, torch.float16):
+        ours = paste_masks_in_image(masks.to(dtype), boxes.to(dtype), (50, 60))
+        assert not ours[1:4].any()
+        keep = [0, 4]
+        ref = torchvision_paste(masks[keep].to(dtype), boxes[keep].to(dtype), (50, 60))
+        torch.testing.assert_close(ours[keep], ref, rtol=0, atol=2e-3)
+
+
+def test_non_square_masks(seed):
+    masks, boxes = torch.rand(5, 1, 20, 28), random_boxes(5, 60, 60, spread=1.0)
+    torch.testing.assert_close(paste_masks_in_image(masks, boxes, (60, 60)), torchvision_paste(masks, boxes, (60, 60)),
+                               rtol=0, atol=1e-6)
+
+
+def test_no_masks():
+    out = paste_masks_in_image(torch.rand(0, 1, 28, 28), torch.zeros(0, 4), (30, 40))
+    assert out.shape == (0, 1, 30, 40) and out.dtype == torch.float32
+    binary = paste_masks_in_image(torch.rand(0, 1, 28, 28), torch.zeros(0, 4), (30, 40), threshold=0.5)
+    assert binary.shape == (0, 1, 30, 40) and binary.dtype == torch.bool
+
+
+@pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-12), (torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])
+def test_other_dtypes(seed, dtype, atol):
+    masks, boxes = torch.rand(8, 1, 28, 28).to(dtype), random_boxes(8, 50, 60, spread=1.0).to(dtype)
+    ours = paste_masks_in_image(masks, boxes, (50, 60))
+    assert ours.dtype == dtype
+    torch.testing.assert_close(ours.double(), torchvision_paste(masks, boxes, (50, 60)).double(), rtol=0, atol=atol)
+
+
+def test_threshold(seed):
+    masks, boxes = torch.rand(15, 1, 28, 28), random_boxes(15, 80, 90, spread=1.0)
+    binary = paste_masks_in_image(masks, boxes, (80, 90), threshold=0.5)
+    ref = torchvision_paste(masks, boxes, (80, 90))
+    assert binary.dtype == torch.bool and binary.shape == ref.shape
+    decided = (ref - 0.5).abs() > 1e-6  # values within rounding of the threshold may go either way
+    assert torch.equal(binary[decided], (ref > 0.5)[decided])
+
+
+def test_channels_last_and_strided_masks(seed):
+    masks = torch.rand(6, 1, 56, 28)[:, :, ::2]
+    boxes = random_boxes(6, 40, 50, spread=1.0)
+    torch.testing.assert_close(paste_masks_in_image(masks, boxes, (40, 50)), torchvision_paste(masks, boxes, (40, 50)),
+                               rtol=0, atol=1e-6)
+
+
+def test_opcheck_paste(seed):
+    masks, boxes = torch.rand(4, 1, 8, 8), random_boxes(4, 20, 30, spread=1.2)
+    torch.library.opcheck(torch.ops.fastmask.paste_masks_in_image.default, (masks, boxes, 20, 30, 1, None))
+    torch.library.opcheck(torch.ops.fastmask.paste_masks_in_image.default, (masks, boxes, 20, 30, 0, 0.5))
+
+
+def test_paste_bad_input():
+    masks, boxes = torch.rand(3, 1, 28, 28), random_boxes(3, 20, 20)
+    with pytest.raises(ValueError, match="3 masks but 2 boxes"):
+        paste_masks_in_image(masks, boxes[:2], (20, 20))
+    with pytest.raises(ValueError, match=r"\[N, 1, M, M\]"):
+        paste_masks_in_image(masks[:, 0], boxes, (20, 20))
+    with pytest.raises(ValueError, match=r"\[N, 4\]"):
+        paste_masks_in_image(masks, boxes[:, :3], (20, 20))
+    with pytest.raises(ValueError, match="positive"):
+        paste_masks_in_image(masks, boxes, (0, 20))
+    with pytest.raises(TypeError, match="pair"):
+        paste_masks_in_image(masks, boxes, 20)
+    with pytest.raises(ValueError, match="padding"):
+        paste_masks_in_image(masks, boxes, (20, 20), padding=-1)
+    with pytest.raises(TypeError, match="float32"):
+        paste_masks_in_image(masks.byte(), boxes, (20, 20))
+    with pytest.raises(TypeError, match="floating"):
+        paste_masks_in_image(masks, boxes.long(), (20, 20))
+    with pytest.raises(TypeError, match="Tensor"):
+        paste_masks_in_image(masks.tolist(), boxes, (20, 20))
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu(seed):
+    masks, boxes = torch.rand(40, 1, 28, 28), random_boxes(40, 300, 400, spread=2.0)
+    for dtype, atol in ((torch.float32, 1e-6), (torch.float16, 1e-3), (torch.bfloat16, 8e-3)):
+        m, b = masks.to(dtype), boxes
+        torch.testing.assert_close(paste_masks_in_image(m.cuda(), b.cuda(), (300, 400)).cpu().float(),
+                                   paste_masks_in_image(m, b, (300, 400)).float(), rtol=0, atol=atol)
+    cuda_binary = paste_masks_in_image(masks.cuda(), boxes.cuda(), (300, 400), threshold=0.5).cpu()
+    cpu = paste_masks_in_image(masks, boxes, (300, 400))
+    decided = (cpu - 0.5).abs() > 1e-6
+    assert torch.equal(cuda_binary[decided], (cpu > 0.5)[decided])
+    assert paste_masks_in_image(masks[:0].cuda(), boxes[:0].cuda(), (30, 40)).shape == (0, 1, 30, 40)
+
+
+def test_torch_compile_fullgraph(seed):
+    masks, boxes = torch.rand(5, 1, 28, 28), random_boxes(5, 50, 60)
+    paste = torch.compile(lambda m, b: paste_masks_in_image(m, b, (50, 60), threshold=0.5), fullgraph=True)
+    assert torch.equal(paste(masks, boxes), paste_masks_in_image(masks, boxes, (50, 60), threshold=0.5))
