@@ -101,7 +101,16 @@ def test_threshold(seed):
     assert torch.equal(binary[decided], (ref > 0.5)[decided])
 
 
-def test_channels_last_and_strided_masks(seed):
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_threshold_rounds_like_a_tensor_compare(dtype):
+    # `pasted > 0.3` on an fp16/bf16 tensor compares with 0.3 rounded to that dtype.
+    masks = torch.full((2, 1, 8, 8), 0.3, dtype=dtype)
+    boxes = torch.tensor([[2.0, 2.0, 12.0, 12.0], [0.0, 0.0, 5.0, 7.0]])
+    ref = torchvision_paste(masks, boxes, (16, 16)) > 0.3
+    assert torch.equal(paste_masks_in_image(masks, boxes, (16, 16), threshold=0.3), ref)
+
+
+def test_strided_masks(seed):
     masks = torch.rand(6, 1, 56, 28)[:, :, ::2]
     boxes = random_boxes(6, 40, 50, spread=1.0)
     torch.testing.assert_close(paste_masks_in_image(masks, boxes, (40, 50)), torchvision_paste(masks, boxes, (40, 50)),
@@ -128,6 +137,8 @@ def test_paste_bad_input():
         paste_masks_in_image(masks, boxes, 20)
     with pytest.raises(ValueError, match="padding"):
         paste_masks_in_image(masks, boxes, (20, 20), padding=-1)
+    with pytest.raises(ValueError, match="padding"):  # the padded mask's size would overflow
+        paste_masks_in_image(masks, boxes, (20, 20), padding=2**31)
     with pytest.raises(TypeError, match="float32"):
         paste_masks_in_image(masks.byte(), boxes, (20, 20))
     with pytest.raises(TypeError, match="floating"):

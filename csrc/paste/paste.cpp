@@ -28,7 +28,9 @@ at::Tensor paste_masks_in_image(PasteKernel kernel, const at::Tensor& masks, con
                     boxes.device(), " but masks are on ", masks.device());
   TORCH_CHECK_VALUE(height > 0 && width > 0, "fastmask.paste_masks_in_image: the image size (", height, ", ", width,
                     ") must be positive");
-  TORCH_CHECK_VALUE(padding >= 0, "fastmask.paste_masks_in_image: padding must be >= 0, got ", padding);
+  // Bounded so that the padded mask's size cannot overflow.
+  TORCH_CHECK_VALUE(padding >= 0 && padding <= 4096, "fastmask.paste_masks_in_image: padding must be in [0, 4096], got ",
+                    padding);
   PasteParams p;
   p.dtype = scalar_kind(masks.scalar_type(), "fastmask.paste_masks_in_image: masks");
   const c10::OptionalDeviceGuard device_guard(masks.device());

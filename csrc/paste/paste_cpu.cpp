@@ -31,7 +31,8 @@ void run(const PasteParams& p) {
   const T* masks = static_cast<const T*>(p.masks);
   Out* out = static_cast<Out*>(p.out);
   const int64_t ph = p.mask_height + 2 * p.padding, pw = p.mask_width + 2 * p.padding;
-  const A threshold = static_cast<A>(p.threshold);
+  // As `pasted > threshold` on a tensor: the Python scalar is first rounded to the masks' dtype.
+  const A threshold = static_cast<A>(static_cast<T>(static_cast<A>(p.threshold)));
 
   at::parallel_for(0, p.num_masks * p.height, 16, [&](int64_t begin, int64_t end) {
     int64_t current = -1;
