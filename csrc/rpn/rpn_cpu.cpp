@@ -6,7 +6,9 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "rpn_math.h"
 
@@ -51,9 +53,47 @@ void for_each(const Params& p) {
   }
 }
 
+// Anchors row by row (level, y) without per-element index arithmetic, for the first
+// image; the other images' anchors are copies of it.
+template <typename A>
+void anchor_rows(const AnchorParams& p) {
+  using T = typename A::T;
+  std::vector<int64_t> row_start(p.num_levels + 1, 0);
+  for (int l = 0; l < p.num_levels; ++l) row_start[l + 1] = row_start[l] + p.levels[l].height;
+  T* first = static_cast<T*>(p.anchors);
+  at::parallel_for(0, row_start[p.num_levels], 4, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int l = rpn::level_of(row_start.data(), p.num_levels, r);
+      const AnchorGrid& g = p.levels[l];
+      const int64_t y = r - row_start[l];
+      const T* cell = static_cast<const T*>(g.cell_anchors);
+      T* out = first + (p.level_start[l] + y * g.width * g.cells) * 4;
+      for (int64_t x = 0; x < g.width; ++x) {
+        for (int64_t a = 0; a < g.cells; ++a, out += 4) {
+          out[0] = A::store(rpn::anchor_coord<A>(x * g.stride_w, cell[a * 4 + 0]));
+          out[1] = A::store(rpn::anchor_coord<A>(y * g.stride_h, cell[a * 4 + 1]));
+          out[2] = A::store(rpn::anchor_coord<A>(x * g.stride_w, cell[a * 4 + 2]));
+          out[3] = A::store(rpn::anchor_coord<A>(y * g.stride_h, cell[a * 4 + 3]));
+        }
+      }
+    }
+  });
+  const int64_t per_image = p.level_start[p.num_levels] * 4;
+  at::parallel_for(1, p.num_images, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) std::copy(first, first + per_image, first + i * per_image);
+  });
+}
+
 }  // namespace
 
-void grid_anchors_cpu(const AnchorParams& p) { for_each<rpn::AnchorOp>(p); }
+void grid_anchors_cpu(const AnchorParams& p) {
+  switch (p.dtype) {
+    case ScalarKind::kFloat32: return anchor_rows<Arith<float>>(p);
+    case ScalarKind::kFloat64: return anchor_rows<Arith<double>>(p);
+    case ScalarKind::kFloat16: return anchor_rows<Arith<c10::Half>>(p);
+    case ScalarKind::kBFloat16: return anchor_rows<Arith<c10::BFloat16>>(p);
+  }
+}
 void decode_boxes_cpu(const BoxCodingParams& p) { for_each<rpn::DecodeOp>(p); }
 void encode_boxes_cpu(const BoxCodingParams& p) { for_each<rpn::EncodeOp>(p); }
 void propose_cpu(const ProposalParams& p) { for_each<rpn::ProposeOp>(p); }
