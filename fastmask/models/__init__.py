@@ -1,0 +1,5 @@
+"""Mask R-CNN on fastmask's ops (needs torchvision)."""
+from .mask_rcnn import PAPER_PRESET, MaskRCNN, maskrcnn_resnet50_fpn, maskrcnn_resnet101_fpn, patch_torchvision
+from .roi_heads import RoIHeads
+
+__all__ = ["MaskRCNN", "RoIHeads", "maskrcnn_resnet50_fpn", "maskrcnn_resnet101_fpn", "patch_torchvision", "PAPER_PRESET"]

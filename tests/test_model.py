@@ -1,0 +1,157 @@
+"""fastmask's Mask R-CNN against torchvision's: same weights, same images, same outputs and losses."""
+import copy
+
+import pytest
+import torch
+import torchvision
+
+import fastmask
+from fastmask.models import MaskRCNN, RoIHeads, maskrcnn_resnet50_fpn, maskrcnn_resnet101_fpn
+
+# Tiny images and few proposals keep the test fast; box_score_thresh=0 so random weights still detect.
+SMALL = dict(weights=None, weights_backbone=None, num_classes=5, min_size=96, max_size=128, box_score_thresh=0.0,
+             rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=100, rpn_pre_nms_top_n_train=200,
+             rpn_post_nms_top_n_train=100, box_batch_size_per_image=64)
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    tv = torchvision.models.detection.maskrcnn_resnet50_fpn(**SMALL)
+    fm = maskrcnn_resnet50_fpn(**SMALL)
+    fm.load_state_dict(tv.state_dict())
+    return tv, fm
+
+
+def images():
+    g = torch.Generator().manual_seed(1)
+    return [torch.rand(3, 96, 128, generator=g), torch.rand(3, 80, 100, generator=g)]
+
+
+def targets():
+    out = []
+    for h, w, boxes in ((96, 128, [[10, 12, 60, 70], [50, 40, 120, 90]]), (80, 100, [[5, 5, 40, 30]])):
+        boxes = torch.tensor(boxes, dtype=torch.float32)
+        masks = torch.zeros(len(boxes), h, w, dtype=torch.uint8)
+        for m, (x1, y1, x2, y2) in zip(masks, boxes.int().tolist()):
+            m[y1:y2, x1:x2] = 1
+        out.append({"boxes": boxes, "labels": torch.arange(1, len(boxes) + 1), "masks": masks})
+    return out
+
+
+def assert_same_detections(ref, ours):
+    assert len(ref) == len(ours)
+    for r, o in zip(ref, ours):
+        assert set(r) == set(o) == {"boxes", "labels", "scores", "masks"}
+        assert len(r["boxes"]) > 0
+        torch.testing.assert_close(o["labels"], r["labels"], rtol=0, atol=0)
+        for key in ("boxes", "scores", "masks"):
+            torch.testing.assert_close(o[key], r[key], rtol=1e-5, atol=1e-5)
+
+
+def test_same_modules_and_state_dict_keys(models):
+    tv, fm = models
+    assert isinstance(fm, torchvision.models.detection.MaskRCNN)
+    assert list(fm.state_dict()) == list(tv.state_dict())
+    assert [n for n, _ in fm.named_modules()] == [n for n, _ in tv.named_modules()]
+    assert isinstance(fm.roi_heads, RoIHeads)
+    assert isinstance(fm.roi_heads.box_roi_pool, fastmask.ops.MultiScaleRoIAlign)
+    assert isinstance(fm.roi_heads.mask_roi_pool, fastmask.ops.MultiScaleRoIAlign)
+
+
+def test_eval_detections_equal_torchvision(models):
+    tv, fm = models
+    tv.eval(), fm.eval()
+    with torch.no_grad():
+        assert_same_detections(tv(images()), fm(images()))
+
+
+def test_train_losses_equal_torchvision(models):
+    # Both models draw the same random numbers (the samplers' randperm) in the same order, so the
+    # same seed gives the same sampled proposals and the same losses.
+    tv, fm = models
+    tv.train(), fm.train()
+    losses = []
+    for model in (tv, fm):
+        torch.manual_seed(123)
+        losses.append(model(images(), targets()))
+    ref, ours = losses
+    assert set(ours) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"}
+    for key in ref:
+        torch.testing.assert_close(ours[key], ref[key], rtol=1e-5, atol=1e-6)
+    sum(ours.values()).backward()  # fastmask's RoIAlign backward runs through the model
+
+
+def test_patch_torchvision_keeps_outputs(models):
+    tv, _ = models
+    tv.eval()
+    patched = fastmask.patch_torchvision(copy.deepcopy(tv))
+    assert isinstance(patched.roi_heads, RoIHeads)
+    assert isinstance(patched.roi_heads.box_roi_pool, fastmask.ops.MultiScaleRoIAlign)
+    with torch.no_grad():
+        assert_same_detections(tv(images()), patched(images()))
+    with pytest.raises(TypeError, match="model"):
+        fastmask.patch_torchvision(torch.nn.Linear(2, 2))
+
+
+def test_no_detections_gives_empty_outputs(models):
+    _, fm = models
+    fm.eval()
+    strict = copy.deepcopy(fm)
+    strict.roi_heads.score_thresh = 1.0
+    with torch.no_grad():
+        out = strict(images())
+    assert [len(o["boxes"]) for o in out] == [0, 0]
+    assert out[0]["masks"].shape == (0, 1, 96, 128)
+
+
+def test_torchvision_checkpoint_loads_unchanged(models, tmp_path):
+    tv, _ = models
+    path = tmp_path / "tv.pth"
+    torch.save(tv.state_dict(), path)
+    fm = maskrcnn_resnet50_fpn(**SMALL)
+    fm.load_state_dict(torch.load(path))  # strict
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    ([], ValueError, "images must not be empty"),
+    (torch.rand(1, 3, 32, 32), TypeError, "list"),
+    ([torch.rand(32, 32)], ValueError, r"images\[0\] must be a \[3, H, W\]"),
+    ([torch.rand(1, 32, 32)], ValueError, r"images\[0\] must be a \[3, H, W\]"),
+    ([torch.rand(4, 32, 32)], ValueError, r"images\[0\] must be a \[3, H, W\]"),
+    ([torch.zeros(3, 32, 32, dtype=torch.uint8)], TypeError, "floating point"),
+])
+def test_bad_images_raise(models, bad, error, match):
+    _, fm = models
+    fm.eval()
+    with pytest.raises(error, match=match):
+        fm(bad)
+
+
+def test_bad_targets_raise(models):
+    _, fm = models
+    fm.train()
+    with pytest.raises(ValueError, match="targets are required"):
+        fm(images())
+    with pytest.raises(ValueError, match="one dict per image"):
+        fm(images(), targets()[:1])
+    t = targets()
+    t[0]["masks"] = t[0]["masks"][:1]
+    with pytest.raises(ValueError, match=r"targets\[0\]\['masks'\] must be \[N, H, W\] = \[2, 96, 128\]"):
+        fm(images(), t)
+    t = targets()
+    t[1]["labels"] = torch.tensor([1, 2])
+    with pytest.raises(ValueError, match=r"targets\[1\]\['labels'\]"):
+        fm(images(), t)
+    t = targets()
+    del t[0]["masks"]
+    with pytest.raises(ValueError, match="has no 'masks'"):
+        fm(images(), t)
+
+
+def test_fastmask_poolers_accepted():
+    pool = fastmask.ops.MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
+    backbone = torchvision.models.detection.backbone_utils.resnet_fpn_backbone(
+        backbone_name="resnet18", weights=None, trainable_layers=5)
+    model = MaskRCNN(backbone, num_classes=3, box_roi_pool=pool)
+    assert model.roi_heads.box_roi_pool is pool
