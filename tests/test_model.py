@@ -155,3 +155,35 @@ def test_fastmask_poolers_accepted():
         backbone_name="resnet18", weights=None, trainable_layers=5)
     model = MaskRCNN(backbone, num_classes=3, box_roi_pool=pool)
     assert model.roi_heads.box_roi_pool is pool
+
+
+def test_paper_preset():
+    model = maskrcnn_resnet101_fpn(weights_backbone=None, num_classes=4).eval()
+    assert len(model.backbone.body.layer3) == 23  # ResNet-101
+    assert model.rpn.head.cls_logits.out_channels == 3  # anchors per location
+    assert [s for (s,) in model.rpn.anchor_generator.sizes] == [32, 64, 128, 256, 512]
+    assert model.rpn.nms_thresh == 0.7
+    assert model.roi_heads.box_roi_pool.output_size == (7, 7)
+    assert model.roi_heads.mask_roi_pool.output_size == (14, 14)
+    # Short side 800, long side at most 1024, zero-padded to 1024 x 1024.
+    batch, _ = model.transform([torch.rand(3, 480, 640), torch.rand(3, 600, 500)])
+    assert batch.image_sizes == [(768, 1024), (960, 800)]
+    assert batch.tensors.shape == (2, 3, 1024, 1024)
+    assert batch.tensors[0, :, 768:].abs().max() == 0 and batch.tensors[1, :, :, 800:].abs().max() == 0
+    with pytest.raises(ValueError, match="weights"):
+        maskrcnn_resnet101_fpn(weights="COCO", weights_backbone=None)
+
+
+def test_paper_preset_forward_small():
+    # The preset at a small size: padding follows max_size; P2-P6 feed the RPN; 28 x 28 masks.
+    model = maskrcnn_resnet101_fpn(weights_backbone=None, num_classes=4, min_size=64, max_size=128,
+                                   box_score_thresh=0.0, rpn_post_nms_top_n_test=50).eval()
+    batch, _ = model.transform([torch.rand(3, 60, 90)])
+    assert batch.tensors.shape == (1, 3, 128, 128)
+    features = model.backbone(batch.tensors)
+    assert [tuple(f.shape[-2:]) for f in features.values()] == [(32, 32), (16, 16), (8, 8), (4, 4), (2, 2)]
+    with torch.no_grad():
+        (out,) = model([torch.rand(3, 60, 90)])
+    # (this random ResNet-101 in eval mode may propose nothing: then every output is empty)
+    assert out["masks"].shape == (len(out["boxes"]), 1, 60, 90)
+    assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 4

@@ -29,11 +29,13 @@ class RoIHeads(tv_roi_heads.RoIHeads):
         ``labels [B, D]`` and ``valid [B, D]`` (bool), ``D = detections_per_img``. No host sync."""
         device = class_logits.device
         sizes = [p.shape[0] for p in proposals]
-        pred_boxes = self.box_coder.decode(box_regression, proposals)  # [sum N_i, C, 4]
+        num_classes = class_logits.shape[-1]
+        # (decode leaves the shape [0, 4 C] when there are no proposals at all)
+        pred_boxes = self.box_coder.decode(box_regression, proposals).reshape(-1, num_classes, 4)
         pred_scores = F.softmax(class_logits, -1)
         boxes = pad_sequence(pred_boxes.split(sizes), batch_first=True)  # [B, N, C, 4]
         scores = pad_sequence(pred_scores.split(sizes), batch_first=True)  # [B, N, C]
-        num_images, num_proposals, num_classes = scores.shape
+        num_images, num_proposals = scores.shape[:2]
 
         # clip_boxes_to_image of each image: clamp to [0, (w, h, w, h)].
         hw = torch.tensor(image_shapes, dtype=boxes.dtype, device=device)  # [B, 2] (h, w)
