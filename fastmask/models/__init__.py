@@ -1,5 +1,7 @@
 """Mask R-CNN on fastmask's ops (needs torchvision)."""
-from .mask_rcnn import PAPER_PRESET, MaskRCNN, maskrcnn_resnet50_fpn, maskrcnn_resnet101_fpn, patch_torchvision
+from .mask_rcnn import (PAPER_PRESET, MaskRCNN, maskrcnn_resnet50_fpn, maskrcnn_resnet101_fpn, maskrcnn_resnet_fpn,
+                        patch_torchvision)
 from .roi_heads import RoIHeads
 
-__all__ = ["MaskRCNN", "RoIHeads", "maskrcnn_resnet50_fpn", "maskrcnn_resnet101_fpn", "patch_torchvision", "PAPER_PRESET"]
+__all__ = ["MaskRCNN", "RoIHeads", "maskrcnn_resnet_fpn", "maskrcnn_resnet50_fpn", "maskrcnn_resnet101_fpn",
+           "patch_torchvision", "PAPER_PRESET"]

@@ -19,7 +19,8 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from . import _components as components
 from .roi_heads import RoIHeads
 
-__all__ = ["MaskRCNN", "maskrcnn_resnet50_fpn", "maskrcnn_resnet101_fpn", "patch_torchvision", "PAPER_PRESET"]
+__all__ = ["MaskRCNN", "maskrcnn_resnet_fpn", "maskrcnn_resnet50_fpn", "maskrcnn_resnet101_fpn", "patch_torchvision",
+           "PAPER_PRESET"]
 
 # The Mask R-CNN paper's settings (He et al. 2017, with FPN) where they differ from torchvision's
 # defaults: short side 800, long side at most 1024, padded to a square of the long side (the
@@ -138,9 +139,13 @@ class MaskRCNN(tv_mask_rcnn.MaskRCNN):
         return super().forward(images, targets)
 
 
-def _maskrcnn_resnet_fpn(depth: str, weights, progress: bool, num_classes: Optional[int], weights_backbone,
-                         trainable_backbone_layers: Optional[int], **kwargs: Any) -> MaskRCNN:
-    """torchvision's maskrcnn_resnet50_fpn recipe for any ResNet depth."""
+def maskrcnn_resnet_fpn(depth: str, weights=None, progress: bool = True, num_classes: Optional[int] = None,
+                        weights_backbone=None, trainable_backbone_layers: Optional[int] = None,
+                        **kwargs: Any) -> MaskRCNN:
+    """torchvision's maskrcnn_resnet50_fpn recipe for any ResNet (``depth``: "resnet18",
+    "resnet34", "resnet50", "resnet101", "resnet152"); e.g. a light model for small data."""
+    if depth not in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
+        raise ValueError(f"depth must be one of resnet18/34/50/101/152, got {depth!r}")
     if weights is not None:
         weights_backbone = None
         num_classes = _ovewrite_value_param("num_classes", num_classes, len(weights.meta["categories"]))
@@ -172,7 +177,7 @@ def maskrcnn_resnet50_fpn(
     checkpoint), same outputs."""
     weights = tv_mask_rcnn.MaskRCNN_ResNet50_FPN_Weights.verify(weights)
     weights_backbone = ResNet50_Weights.verify(weights_backbone)
-    return _maskrcnn_resnet_fpn("resnet50", weights, progress, num_classes, weights_backbone,
+    return maskrcnn_resnet_fpn("resnet50", weights, progress, num_classes, weights_backbone,
                                 trainable_backbone_layers, **kwargs)
 
 
@@ -196,5 +201,5 @@ def maskrcnn_resnet101_fpn(
     weights_backbone = ResNet101_Weights.verify(weights_backbone)
     kwargs = {**PAPER_PRESET, **kwargs}
     kwargs.setdefault("size_divisible", kwargs["max_size"])
-    return _maskrcnn_resnet_fpn("resnet101", None, progress, num_classes, weights_backbone,
+    return maskrcnn_resnet_fpn("resnet101", None, progress, num_classes, weights_backbone,
                                 trainable_backbone_layers, **kwargs)
