@@ -1,6 +1,7 @@
 """Data, training, checkpoints, evaluation, prediction, the CLI and DDP on tiny problems."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -132,6 +133,10 @@ def test_cli_help(capsys):
         assert exit_info.value.code == 0
     out = subprocess.run([sys.executable, "-m", "fastmask", "--help"], capture_output=True, text=True, check=True).stdout
     assert "predict" in out
+    if os.environ.get("FASTMASK_EXPECT_INSTALLED"):  # the wheel installs the console script
+        script = shutil.which("fastmask")
+        assert script, "the fastmask console script is not on PATH"
+        assert "predict" in subprocess.run([script, "--help"], capture_output=True, text=True, check=True).stdout
 
 
 def test_cli_train_evaluate_predict(tmp_path, capsys):
