@@ -105,6 +105,13 @@ def test_no_detections_gives_empty_outputs(models):
     assert out[0]["masks"].shape == (0, 1, 96, 128)
 
 
+def test_postprocess_without_proposals(models):
+    heads = models[1].roi_heads
+    boxes, scores, labels = heads.postprocess_detections(
+        torch.zeros(0, 5), torch.zeros(0, 20), [torch.zeros(0, 4), torch.zeros(0, 4)], [(64, 64), (64, 64)])
+    assert [b.shape for b in boxes] == [(0, 4), (0, 4)] and [len(s) for s in scores] == [0, 0]
+
+
 def test_torchvision_checkpoint_loads_unchanged(models, tmp_path):
     tv, _ = models
     path = tmp_path / "tv.pth"
