@@ -194,3 +194,33 @@ def test_paper_preset_forward_small():
     # (this random ResNet-101 in eval mode may propose nothing: then every output is empty)
     assert out["masks"].shape == (len(out["boxes"]), 1, 60, 90)
     assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 4
+
+
+def test_forward_static_matches_forward_and_compiles():
+    # Images already at the network's size (no resize, no padding): the valid rows of the static
+    # outputs are forward's detections, and the masks pasted into the image are forward's masks.
+    torch.manual_seed(0)
+    model = fastmask.models.maskrcnn_resnet_fpn(
+        "resnet18", num_classes=4, min_size=96, max_size=128, box_score_thresh=0.0, rpn_pre_nms_top_n_test=200,
+        rpn_post_nms_top_n_test=100, box_detections_per_img=20).eval()
+    batch = torch.rand(2, 3, 96, 128)
+    with torch.no_grad():
+        eager = model(list(batch))
+        static = model.forward_static(batch)
+        compiled = torch.compile(model.forward_static, fullgraph=True, backend="eager")(batch)
+    assert static["boxes"].shape == (2, 20, 4) and static["masks"].shape == (2, 20, 28, 28)
+    for b, ref in enumerate(eager):
+        valid = static["valid"][b]
+        assert int(valid.sum()) == len(ref["boxes"]) > 0
+        torch.testing.assert_close(static["boxes"][b][valid], ref["boxes"])
+        torch.testing.assert_close(static["scores"][b][valid], ref["scores"])
+        assert torch.equal(static["labels"][b][valid], ref["labels"])
+        pasted = torchvision.models.detection.roi_heads.paste_masks_in_image(
+            static["masks"][b][valid][:, None], static["boxes"][b][valid], (96, 128))
+        torch.testing.assert_close(pasted, ref["masks"])
+    for key, value in static.items():
+        torch.testing.assert_close(compiled[key], value)
+    with pytest.raises(ValueError, match=r"images must be a \[B, 3, H, W\]"):
+        model.forward_static(torch.rand(3, 96, 128))
+    with pytest.raises(RuntimeError, match="eval"):
+        model.train().forward_static(batch)

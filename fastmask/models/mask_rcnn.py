@@ -9,6 +9,7 @@ from torchvision.models.detection import mask_rcnn as tv_mask_rcnn
 from torchvision.models.detection import roi_heads as tv_roi_heads
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor, _validate_trainable_layers
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork as _TvRegionProposalNetwork
 from torchvision.models.detection.transform import GeneralizedRCNNTransform as _TvGeneralizedRCNNTransform
 from torchvision.models.detection.anchor_utils import AnchorGenerator as _TvAnchorGenerator
@@ -17,6 +18,7 @@ from torchvision.ops import MultiScaleRoIAlign as _TvMultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from . import _components as components
+from . import batched
 from .roi_heads import RoIHeads
 
 __all__ = ["MaskRCNN", "maskrcnn_resnet_fpn", "maskrcnn_resnet50_fpn", "maskrcnn_resnet101_fpn", "patch_torchvision",
@@ -137,6 +139,52 @@ class MaskRCNN(tv_mask_rcnn.MaskRCNN):
     def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None):
         _check_inputs(images, targets, self.training, len(self.transform.image_mean))
         return super().forward(images, targets)
+
+    def forward_static(self, images: Tensor, image_sizes: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """Inference with static shapes and no host synchronisation, so the whole call can be
+        captured in a CUDA graph or compiled with ``torch.compile(fullgraph=True)``.
+
+        Args:
+            images: ``[B, 3, H, W]`` in [0, 1], already at the network's input size (resized and
+                zero-padded by the caller, e.g. to 1024 x 1024 for the paper preset; H and W
+                multiples of 32). Normalised here; not resized.
+            image_sizes: optional ``[B, 2]`` (h, w) of each image before padding, for clipping
+                (default: H, W).
+
+        Returns a dict of fixed-size tensors (``D = box_detections_per_img``, by decreasing
+        score): ``boxes [B, D, 4]`` (in ``images``' coordinates), ``scores [B, D]``, ``labels
+        [B, D]``, ``masks [B, D, 28, 28]`` (mask probabilities inside each box: paste them into
+        the image with ``paste_masks_in_image``), ``valid [B, D]`` (bool: which rows are
+        detections). The valid rows equal ``forward``'s detections for images that ``forward``
+        would not resize.
+        """
+        if self.training:
+            raise RuntimeError("forward_static is for inference: call model.eval() first")
+        if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != len(self.transform.image_mean):
+            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(f"images must be a [B, {len(self.transform.image_mean)}, H, W] tensor, got {shape}")
+        num_images, _, height, width = images.shape
+        if image_sizes is None:
+            image_sizes = torch.tensor([[height, width]], device=images.device).expand(num_images, 2)
+        mean = torch.as_tensor(self.transform.image_mean, dtype=images.dtype, device=images.device)
+        std = torch.as_tensor(self.transform.image_std, dtype=images.dtype, device=images.device)
+        x = (images - mean[:, None, None]) / std[:, None, None]
+        shapes = [(height, width)] * num_images
+        features = self.backbone(x)
+        proposals, proposal_valid = batched.proposals(self.rpn, ImageList(x, shapes), features, image_sizes)
+
+        heads = self.roi_heads
+        box_features = heads.box_head(heads.box_roi_pool(features, list(proposals.unbind(0)), shapes))
+        class_logits, box_regression = heads.box_predictor(box_features)
+        boxes, scores, labels, valid = heads.detect(class_logits.view(num_images, proposals.shape[1], -1),
+                                                    box_regression.view(num_images, proposals.shape[1], -1),
+                                                    proposals, proposal_valid, image_sizes)
+        mask_features = heads.mask_head(heads.mask_roi_pool(features, list(boxes.unbind(0)), shapes))
+        mask_logits = heads.mask_predictor(mask_features)  # [B D, C, M, M]
+        mask_logits = mask_logits.view((num_images, boxes.shape[1]) + mask_logits.shape[1:])
+        index = labels[:, :, None, None, None].expand(-1, -1, 1, *mask_logits.shape[-2:])
+        masks = mask_logits.gather(2, index).squeeze(2).sigmoid()
+        return {"boxes": boxes, "scores": scores, "labels": labels, "masks": masks, "valid": valid}
 
 
 def maskrcnn_resnet_fpn(depth: str, weights=None, progress: bool = True, num_classes: Optional[int] = None,
