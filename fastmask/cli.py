@@ -136,13 +136,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
     reference, ours = (m.to(device) for m in model_pair(box_score_thresh=args.box_score_thresh))
+    if args.channels_last:
+        ours = ours.to(memory_format=torch.channels_last)
     g = torch.Generator().manual_seed(0)
     images = [torch.rand(3, h, w, generator=g).to(device) for h, w in sizes] * args.batch
     with torch.no_grad():
         differ = detections_differ(reference(images), ours(images))
         t_ref = time_ms(lambda: reference(images), device, args.repeats, args.warmup)
         t_ours = time_ms(lambda: ours(images), device, args.repeats, args.warmup)
-    print(f"Mask R-CNN R50-FPN inference, {len(images)} images {' '.join(args.sizes)} on {device} "
+    layout = " (fastmask channels_last)" if args.channels_last else ""
+    print(f"Mask R-CNN R50-FPN inference{layout}, {len(images)} images {' '.join(args.sizes)} on {device} "
           f"({torch.get_num_threads()} threads), median of {args.repeats}:")
     print(f"  torchvision {t_ref:.1f} ms   fastmask {t_ours:.1f} ms   speed-up {t_ref / t_ours:.2f}x   "
           f"images whose detections differ: {differ:.0f}")
@@ -210,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="repeat the sizes this many times")
     p.add_argument("--box-score-thresh", type=float, default=0.0,
                    help="0 keeps every detection of the random weights (default %(default)s)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="fastmask's model in channels_last (faster convolutions, which round differently)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.set_defaults(func=cmd_bench)

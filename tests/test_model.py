@@ -94,6 +94,21 @@ def test_patch_torchvision_keeps_outputs(models):
         fastmask.patch_torchvision(torch.nn.Linear(2, 2))
 
 
+def test_patch_torchvision_faster_rcnn():
+    backbone = torchvision.models.detection.backbone_utils.resnet_fpn_backbone(
+        backbone_name="resnet18", weights=None, trainable_layers=5)
+    tv = torchvision.models.detection.FasterRCNN(backbone, num_classes=3, min_size=64, max_size=96,
+                                                 box_score_thresh=0.0, rpn_post_nms_top_n_test=100).eval()
+    patched = fastmask.patch_torchvision(copy.deepcopy(tv))
+    assert isinstance(patched.roi_heads, RoIHeads) and patched.roi_heads.mask_roi_pool is None
+    with torch.no_grad():
+        ref, ours = tv(images()), patched(images())
+    for r, o in zip(ref, ours):
+        assert len(r["boxes"]) > 0 and torch.equal(r["labels"], o["labels"])
+        torch.testing.assert_close(o["boxes"], r["boxes"])
+        torch.testing.assert_close(o["scores"], r["scores"])
+
+
 def test_no_detections_gives_empty_outputs(models):
     _, fm = models
     fm.eval()

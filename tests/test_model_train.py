@@ -191,3 +191,13 @@ def test_ddp_two_processes_gloo(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in log] == [1, 2]  # one writer
     assert torch.load(tmp_path / "checkpoint.pth", weights_only=True)["iteration"] == 2
+
+
+def test_cli_bench(monkeypatch, capsys):
+    import fastmask.engine.bench as bench
+
+    full_size = bench.model_pair
+    monkeypatch.setattr(bench, "model_pair", lambda **kw: full_size(min_size=64, max_size=64, num_classes=3, **kw))
+    assert main(["bench", "--device", "cpu", "--sizes", "48x64", "--repeats", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "speed-up" in out and "images whose detections differ: 0" in out
