@@ -23,6 +23,15 @@ def models():
     return tv, fm
 
 
+@pytest.fixture(scope="module")
+def reference_detections(models):
+    """torchvision's eval-mode detections on images()."""
+    tv, _ = models
+    tv.eval()
+    with torch.no_grad():
+        return tv(images())
+
+
 def images():
     g = torch.Generator().manual_seed(1)
     return [torch.rand(3, 96, 128, generator=g), torch.rand(3, 80, 100, generator=g)]
@@ -59,20 +68,18 @@ def test_same_modules_and_state_dict_keys(models):
     assert isinstance(fm.roi_heads.mask_roi_pool, fastmask.ops.MultiScaleRoIAlign)
 
 
-def test_eval_detections_equal_torchvision(models):
-    tv, fm = models
-    tv.eval(), fm.eval()
+def test_eval_detections_equal_torchvision(models, reference_detections):
+    _, fm = models
+    fm.eval()
     with torch.no_grad():
-        assert_same_detections(tv(images()), fm(images()))
+        assert_same_detections(reference_detections, fm(images()))
 
 
 def test_train_losses_equal_torchvision(models):
     # Both models draw the same random numbers (the samplers' randperm) in the same order, so the
     # same seed gives the same sampled proposals and the same losses.
-    tv, fm = models
-    tv.train(), fm.train()
     losses = []
-    for model in (tv, fm):
+    for model in (copy.deepcopy(m).train() for m in models):  # copies: training updates BatchNorm statistics
         torch.manual_seed(123)
         losses.append(model(images(), targets()))
     ref, ours = losses
@@ -82,16 +89,37 @@ def test_train_losses_equal_torchvision(models):
     sum(ours.values()).backward()  # fastmask's RoIAlign backward runs through the model
 
 
-def test_patch_torchvision_keeps_outputs(models):
+def test_patch_torchvision_keeps_outputs(models, reference_detections):
     tv, _ = models
-    tv.eval()
-    patched = fastmask.patch_torchvision(copy.deepcopy(tv))
+    patched = fastmask.patch_torchvision(copy.deepcopy(tv).eval())
     assert isinstance(patched.roi_heads, RoIHeads)
     assert isinstance(patched.roi_heads.box_roi_pool, fastmask.ops.MultiScaleRoIAlign)
     with torch.no_grad():
-        assert_same_detections(tv(images()), patched(images()))
+        assert_same_detections(reference_detections, patched(images()))
     with pytest.raises(TypeError, match="model"):
         fastmask.patch_torchvision(torch.nn.Linear(2, 2))
+
+
+def test_patch_torchvision_swaps_in_fastmask_components(models, reference_detections, monkeypatch):
+    # What happens once fastmask.ops provides the RPN, anchors and transform (issues 4 and 5):
+    # patch_torchvision rebuilds them from the torchvision modules' settings, keeping the weights.
+    from fastmask.models import _components
+    from torchvision.models.detection import anchor_utils, rpn, transform
+
+    swaps = {name: type(name, (base,), {}) for name, base in (
+        ("RegionProposalNetwork", rpn.RegionProposalNetwork), ("AnchorGenerator", anchor_utils.AnchorGenerator),
+        ("GeneralizedRCNNTransform", transform.GeneralizedRCNNTransform))}
+    for name, cls in swaps.items():
+        monkeypatch.setattr(_components, name, cls)
+    tv, _ = models
+    patched = fastmask.patch_torchvision(copy.deepcopy(tv).eval())
+    assert type(patched.rpn) is swaps["RegionProposalNetwork"]
+    assert type(patched.rpn.anchor_generator) is swaps["AnchorGenerator"]
+    assert type(patched.transform) is swaps["GeneralizedRCNNTransform"] and not patched.transform.training
+    assert patched.rpn._post_nms_top_n == tv.rpn._post_nms_top_n and patched.rpn.head is not None
+    assert list(patched.state_dict()) == list(tv.state_dict())
+    with torch.no_grad():
+        assert_same_detections(reference_detections, patched(images()))
 
 
 def test_patch_torchvision_faster_rcnn():

@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 
 from fastmask.cli import main
-from fastmask.data import SyntheticShapes, collate, to_coco
+from fastmask.data import SyntheticShapes, to_coco
 from fastmask.engine import TrainConfig, build_model, evaluate, load_checkpoint, train
 
 # A model small enough to train a few steps in seconds.

@@ -7,12 +7,12 @@ from torchvision.models import resnet
 from torchvision.models._utils import _ovewrite_value_param
 from torchvision.models.detection import mask_rcnn as tv_mask_rcnn
 from torchvision.models.detection import roi_heads as tv_roi_heads
+from torchvision.models.detection.anchor_utils import AnchorGenerator as _TvAnchorGenerator
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor, _validate_trainable_layers
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork as _TvRegionProposalNetwork
 from torchvision.models.detection.transform import GeneralizedRCNNTransform as _TvGeneralizedRCNNTransform
-from torchvision.models.detection.anchor_utils import AnchorGenerator as _TvAnchorGenerator
 from torchvision.models.resnet import ResNet50_Weights, ResNet101_Weights
 from torchvision.ops import MultiScaleRoIAlign as _TvMultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
