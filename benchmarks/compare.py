@@ -9,31 +9,31 @@ writes <device>-<date>.{md,json,png} under benchmarks/results/. Times are median
 --repeats runs after warm-up (CUDA: CUDA events; CPU: perf_counter).
 """
 import argparse
+import copy
 import datetime
 import json
 import math
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Callable, List, Optional
 
 import torch
 import torchvision
-from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_paste_masks_in_image
-from torchvision.models.detection.transform import GeneralizedRCNNTransform as TvTransform
-
-import fastmask
-from fastmask.ops import (AnchorGenerator, BoxCoder, GeneralizedRCNNTransform, MultiScaleRoIAlign, batched_nms,
-                          generate_proposals, multi_image_nms, nms, paste_masks_in_image, resize_bilinear, roi_align)
 from torchvision.models.detection import _utils as tv_det_utils
 from torchvision.models.detection import rpn as tv_rpn
 from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
 from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_paste_masks_in_image
+from torchvision.models.detection.transform import GeneralizedRCNNTransform as TvTransform
+
+import fastmask
+from fastmask.engine.bench import detections_differ, model_pair, time_ms
+from fastmask.ops import (AnchorGenerator, BoxCoder, GeneralizedRCNNTransform, MultiScaleRoIAlign, batched_nms,
+                          generate_proposals, multi_image_nms, nms, paste_masks_in_image, resize_bilinear, roi_align)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -84,27 +84,6 @@ def kept_mismatch(scores: torch.Tensor, keep_first: Optional[int] = None):
         return float(differ)
 
     return compare
-
-
-def time_ms(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end))
-    else:
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            samples.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(samples)
 
 
 def detection_rois(num, batch, image_hw, device, seed=0):
@@ -355,12 +334,28 @@ def resize_cases(device):
     return cases
 
 
+def model_cases(device):
+    # End to end: torchvision's maskrcnn_resnet50_fpn against fastmask's, the same random weights,
+    # 2 images 480x640 and 600x800 (resized to a short side of 800), eval mode. box_score_thresh=0
+    # keeps every detection (random weights score ~1/91), so the box NMS and the mask head do full work.
+    reference, ours = (m.to(device) for m in model_pair(box_score_thresh=0.0))
+    g = torch.Generator().manual_seed(5)
+    images = [torch.rand(3, 480, 640, generator=g).to(device), torch.rand(3, 600, 800, generator=g).to(device)]
+    work = "2 images 480x640 + 600x800, random weights, box_score_thresh=0"
+    # channels_last convolutions are faster on the CPU but round differently: near-tied random
+    # detections can then differ from torchvision's, so it is the user's choice, not the default.
+    ours_cl = copy.deepcopy(ours).to(memory_format=torch.channels_last)
+    return [Case("Mask R-CNN R50-FPN inference", work, lambda: reference(images), lambda: ours(images), detections_differ),
+            Case("Mask R-CNN R50-FPN inference (fastmask channels_last)", work, lambda: reference(images),
+                 lambda: ours_cl(images), detections_differ)]
+
+
 def all_cases(device: torch.device) -> List[Case]:
     cases = roi_align_cases(device, torch.float32, False) + roi_align_cases(device, torch.float32, True)
     if device.type == "cuda":
         cases += roi_align_cases(device, torch.bfloat16, False) + roi_align_cases(device, torch.bfloat16, True)
     return (cases + multiscale_cases(device, torch.float32) + nms_cases(device) + rpn_cases(device)
-            + resize_cases(device))
+            + resize_cases(device) + model_cases(device))
 
 
 def git_commit() -> str:
@@ -456,7 +451,8 @@ def main(argv=None) -> int:
         f.write(f"# fastmask vs torchvision\n\n{title}\n\nMedian of {repeats} runs after {warmup} warm-up. "
                 "For NMS and proposal rows the last column counts the images whose kept boxes differ from "
                 "torchvision's (as sets and score sequences: torchvision's per-class path orders ties "
-                "arbitrarily; proposal boxes to 1e-3 px).\n\n"
+                "arbitrarily; proposal boxes to 1e-3 px); for the Mask R-CNN rows, the images whose "
+                "detections differ.\n\n"
                 f"{table}")
     with open(stem + ".json", "w") as f:
         json.dump({"meta": meta, "rows": [asdict(r) for r in rows]}, f, indent=2)

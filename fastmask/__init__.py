@@ -13,4 +13,14 @@ from . import ops  # noqa: E402
 
 _info = _loader.build_info()
 __version__ = _info.version if _info is not None else "0.1.0+unknown"
-__all__ = ["ops", "FastmaskBuildError", "__version__"]
+__all__ = ["ops", "models", "patch_torchvision", "FastmaskBuildError", "__version__"]
+
+
+def __getattr__(name):
+    # The models need torchvision, which the ops do not: import them on first use.
+    if name in ("models", "patch_torchvision"):
+        import importlib
+
+        models = importlib.import_module(".models", __name__)
+        return models if name == "models" else models.patch_torchvision
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

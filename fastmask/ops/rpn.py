@@ -20,11 +20,12 @@ class RegionProposalNetwork(tv_rpn.RegionProposalNetwork):
         super().__init__(*args, **kwargs)
         self.box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
 
-    def propose(self, images, features: List[Tensor], objectness: List[Tensor],
-                pred_bbox_deltas: List[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-        """Static-shape proposals: ``(boxes [B, P, 4], scores [B, P], counts [B])``."""
+    def propose(self, images, features: List[Tensor], objectness: List[Tensor], pred_bbox_deltas: List[Tensor],
+                image_sizes: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+        """Static-shape proposals: ``(boxes [B, P, 4], scores [B, P], counts [B])``. ``image_sizes``:
+        an optional ``[B, 2]`` tensor on the device (default: ``images.image_sizes``), so that
+        nothing is copied from the host."""
         self.anchor_generator.set_cell_anchors(features[0].dtype, features[0].device)
-        image_sizes = getattr(images, "image_sizes_tensor", None)
         if image_sizes is None:
             image_sizes = images.image_sizes
         return generate_proposals(

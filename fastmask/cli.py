@@ -1,0 +1,236 @@
+"""The ``fastmask`` command: train, evaluate, predict, bench. ``fastmask <command> --help`` for options."""
+import argparse
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+
+def _data_args(parser: argparse.ArgumentParser, num_images: int, seed: int) -> None:
+    g = parser.add_argument_group("data (synthetic shapes unless --coco-annotations is given)")
+    g.add_argument("--coco-annotations", metavar="JSON", help="a COCO-format annotation file")
+    g.add_argument("--coco-images", metavar="DIR", help="the folder of its images")
+    g.add_argument("--num-images", type=int, default=num_images, help="synthetic images (default %(default)s)")
+    g.add_argument("--image-size", type=int, default=128, help="synthetic image side (default %(default)s)")
+    g.add_argument("--data-seed", type=int, default=seed, help="synthetic data seed (default %(default)s)")
+
+
+def _dataset(args: argparse.Namespace):
+    from .data import CocoDetection, SyntheticShapes
+
+    if args.coco_annotations:
+        if not args.coco_images:
+            raise SystemExit("fastmask: --coco-annotations needs --coco-images (the folder of its images)")
+        return CocoDetection(args.coco_images, args.coco_annotations)
+    return SyntheticShapes(args.num_images, args.image_size, seed=args.data_seed)
+
+
+def _model_kwargs(pairs: List[str]) -> Dict[str, Any]:
+    """--model-arg KEY=VALUE pairs, VALUE parsed as JSON when it is JSON (else a string)."""
+    kwargs = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"fastmask: --model-arg expects KEY=VALUE, got {pair!r}")
+        try:
+            kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key] = value
+    return kwargs
+
+
+def _checkpoint_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True,
+                        help="a fastmask checkpoint, or a torchvision Mask R-CNN state_dict (.pth)")
+    parser.add_argument("--arch", default=None, help="for a torchvision state_dict: its ResNet (default resnet50)")
+    parser.add_argument("--device", default="cpu")
+
+
+def _load(args: argparse.Namespace):
+    from .engine import load_checkpoint
+
+    model, config, _ = load_checkpoint(args.checkpoint, {"arch": args.arch} if args.arch else None)
+    return model.to(args.device).eval(), config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .engine import TrainConfig, evaluate, train
+
+    dataset = _dataset(args)
+    kwargs = {"min_size": args.min_size, "max_size": args.max_size, **_model_kwargs(args.model_arg)}
+    config = TrainConfig(
+        arch=args.arch, num_classes=len(dataset.classes), model_kwargs=kwargs, iterations=args.iterations,
+        batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, amp=args.amp, seed=args.seed,
+        device=args.device, workers=args.workers, out_dir=args.out, checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every, progress=not args.no_progress, classes=list(dataset.classes),
+    )
+    model = train(config, dataset, resume=not args.no_resume)
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    if args.eval_images and int(os.environ.get("RANK", "0")) == 0:
+        from .data import SyntheticShapes
+
+        held_out = SyntheticShapes(args.eval_images, args.image_size, seed=args.data_seed + 1)
+        metrics = evaluate(model, held_out, device=args.device)
+        print(json.dumps(metrics))
+        with open(os.path.join(args.out, "eval.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .engine import evaluate
+
+    model, _ = _load(args)
+    metrics = evaluate(model, _dataset(args), batch_size=args.batch_size, device=args.device, verbose=args.verbose)
+    print(json.dumps(metrics))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(metrics, f, indent=2)
+    return 0
+
+
+def _read_image(path: str):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    with Image.open(path) as img:
+        array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from .engine import draw_detections
+
+    model, config = _load(args)
+    classes = config.get("classes") or [str(i) for i in range(config["num_classes"])]
+    if args.images:
+        named = [(os.path.splitext(os.path.basename(p))[0], _read_image(p)) for p in args.images]
+    else:
+        from .data import SyntheticShapes
+
+        shapes = SyntheticShapes(args.num_images, args.image_size, seed=args.data_seed)
+        named = [(f"shapes-{i:04d}", shapes[i][0]) for i in range(len(shapes))]
+    os.makedirs(args.out, exist_ok=True)
+    for start in range(0, len(named), args.batch_size):
+        chunk = named[start:start + args.batch_size]
+        with torch.no_grad():
+            outputs = model([image.to(args.device) for _, image in chunk])
+        for (name, image), output in zip(chunk, outputs):
+            path = os.path.join(args.out, f"{name}.png")
+            draw_detections(image, output, classes, args.score_threshold).save(path)
+            print(f"{path}: {int((output['scores'] >= args.score_threshold).sum())} detections")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from .engine.bench import detections_differ, model_pair, time_ms
+
+    device = torch.device(args.device)
+    sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
+    reference, ours = (m.to(device) for m in model_pair(box_score_thresh=args.box_score_thresh))
+    if args.channels_last:
+        ours = ours.to(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, h, w, generator=g).to(device) for h, w in sizes] * args.batch
+    with torch.no_grad():
+        differ = detections_differ(reference(images), ours(images))
+        t_ref = time_ms(lambda: reference(images), device, args.repeats, args.warmup)
+        t_ours = time_ms(lambda: ours(images), device, args.repeats, args.warmup)
+    layout = " (fastmask channels_last)" if args.channels_last else ""
+    print(f"Mask R-CNN R50-FPN inference{layout}, {len(images)} images {' '.join(args.sizes)} on {device} "
+          f"({torch.get_num_threads()} threads), median of {args.repeats}:")
+    print(f"  torchvision {t_ref:.1f} ms   fastmask {t_ours:.1f} ms   speed-up {t_ref / t_ours:.2f}x   "
+          f"images whose detections differ: {differ:.0f}")
+    print("The per-op kernel comparison is benchmarks/compare.py in fastmask's source tree.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="fastmask", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fastmask {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train Mask R-CNN (synthetic shapes or COCO-format data); torchrun for DDP",
+                       description="Train Mask R-CNN from scratch. Writes OUT/checkpoint.pth, OUT/log.jsonl "
+                       "(losses) and OUT/config.json, and resumes from OUT/checkpoint.pth when it exists. "
+                       "Under torchrun (--nproc_per_node N) every process trains with DDP.")
+    _data_args(p, num_images=512, seed=0)
+    p.add_argument("--arch", default="resnet50", help="resnet18/34/50/101 (torchvision's recipe) or paper "
+                   "(the paper's ResNet-101 preset); default %(default)s")
+    p.add_argument("--min-size", type=int, default=128, help="resize: short side (default %(default)s)")
+    p.add_argument("--max-size", type=int, default=128, help="resize: long side at most (default %(default)s)")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="any MaskRCNN keyword argument, e.g. box_batch_size_per_image=128 (repeatable)")
+    p.add_argument("--iterations", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=4, help="images per process and step")
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--warmup", type=int, default=100, help="warm-up iterations")
+    p.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA, bfloat16 on the CPU)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    p.add_argument("--out", default="runs/train", help="output folder (default %(default)s)")
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/checkpoint.pth exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--eval-images", type=int, default=0,
+                   help="after training, COCO AP on this many held-out synthetic images (OUT/eval.json)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="COCO box and mask AP (pycocotools)")
+    _checkpoint_args(p)
+    _data_args(p, num_images=64, seed=1)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--json", help="also write the metrics here")
+    p.add_argument("--verbose", action="store_true", help="print pycocotools' tables")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="write PNG overlays of predicted masks and boxes")
+    _checkpoint_args(p)
+    p.add_argument("images", nargs="*", help="image files (default: synthetic shapes)")
+    p.add_argument("--out", default="predictions", help="output folder (default %(default)s)")
+    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--num-images", type=int, default=4, help="synthetic images when no files are given")
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--data-seed", type=int, default=1)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("bench", help="end-to-end inference latency against torchvision's model (same weights)")
+    p.add_argument("--device", default="cuda" if _cuda_available() else "cpu")
+    p.add_argument("--sizes", nargs="+", default=["480x640", "600x800"], metavar="HxW", help="one image per size")
+    p.add_argument("--batch", type=int, default=1, help="repeat the sizes this many times")
+    p.add_argument("--box-score-thresh", type=float, default=0.0,
+                   help="0 keeps every detection of the random weights (default %(default)s)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="fastmask's model in channels_last (faster convolutions, which round differently)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

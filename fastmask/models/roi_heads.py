@@ -1,0 +1,64 @@
+"""torchvision's RoIHeads with its detection post-processing done for all images at once."""
+from typing import List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
+from torchvision.models.detection import roi_heads as tv_roi_heads
+
+from ._components import multi_image_nms
+from .batched import clip_boxes, gather_rows, large_enough
+
+__all__ = ["RoIHeads"]
+
+# torchvision's remove_small_boxes threshold in RoIHeads.postprocess_detections.
+_MIN_BOX_SIZE = 1e-2
+
+
+class RoIHeads(tv_roi_heads.RoIHeads):
+    """``torchvision.models.detection.roi_heads.RoIHeads`` (same constructor, modules, losses), with
+    ``postprocess_detections`` batched: the images' proposals are padded into ``[B, N]``, score
+    threshold, empty-box removal and padding become one validity mask, and one
+    ``multi_image_nms`` call does the class-wise NMS and top-k of every image. The detections
+    equal torchvision's (same boxes, scores, labels, in the same order)."""
+
+    def detect(self, class_logits: Tensor, box_regression: Tensor, proposals: Tensor, proposal_valid: Tensor,
+               image_sizes: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Detections from padded inputs, no host sync: ``class_logits [B, N, C]``,
+        ``box_regression [B, N, 4 C]``, ``proposals [B, N, 4]``, ``proposal_valid [B, N]``,
+        ``image_sizes [B, 2]`` (h, w). Returns ``boxes [B, D, 4]``, ``scores [B, D]``,
+        ``labels [B, D]``, ``valid [B, D]`` (bool), ``D = detections_per_img``, by decreasing score."""
+        num_images, num_proposals, num_classes = class_logits.shape
+        boxes = self.box_coder.decode_single(box_regression.reshape(-1, box_regression.shape[-1]),
+                                             proposals.reshape(-1, 4))
+        boxes = clip_boxes(boxes.view(num_images, num_proposals, num_classes, 4), image_sizes)
+        scores = F.softmax(class_logits, -1)
+
+        # Every (proposal, class) pair but the background is a candidate, proposal-major as in torchvision.
+        boxes = boxes[:, :, 1:].reshape(num_images, -1, 4)
+        scores = scores[:, :, 1:].reshape(num_images, -1)
+        labels = torch.arange(1, num_classes, device=boxes.device).repeat(num_images, num_proposals)
+        valid = proposal_valid.repeat_interleave(num_classes - 1, dim=1)
+        valid = valid & (scores > self.score_thresh) & large_enough(boxes, _MIN_BOX_SIZE)
+
+        keep, _ = multi_image_nms(boxes, scores, self.nms_thresh, idxs=labels, valid=valid,
+                                  max_output=self.detections_per_img)
+        index = keep.clamp(min=0)
+        return gather_rows(boxes, index), gather_rows(scores, index), gather_rows(labels, index), keep >= 0
+
+    def postprocess_detections(
+        self, class_logits: Tensor, box_regression: Tensor, proposals: List[Tensor], image_shapes: List[Tuple[int, int]]
+    ) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
+        sizes = [p.shape[0] for p in proposals]
+        device = class_logits.device
+
+        def pad(x: Tensor) -> Tensor:
+            return pad_sequence(x.split(sizes), batch_first=True)
+
+        proposal_valid = torch.arange(max(sizes), device=device) < torch.tensor(sizes, device=device)[:, None]
+        boxes, scores, labels, valid = self.detect(
+            pad(class_logits), pad(box_regression), pad_sequence(proposals, batch_first=True), proposal_valid,
+            torch.tensor(image_shapes, device=device))
+        counts = valid.sum(1).tolist()
+        return boxes[valid].split(counts), scores[valid].split(counts), labels[valid].split(counts)
