@@ -57,7 +57,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .engine import TrainConfig, evaluate, train
 
     dataset = _dataset(args)
-    kwargs = {"min_size": args.min_size, "max_size": args.max_size, **_model_kwargs(args.model_arg)}
+    # Given sizes, else the synthetic images' own size; the paper preset and COCO data keep the
+    # architecture's (800/1024 for the paper).
+    sizes = {k: v for k, v in (("min_size", args.min_size), ("max_size", args.max_size)) if v is not None}
+    if not sizes and args.arch != "paper" and not args.coco_annotations:
+        sizes = {"min_size": args.image_size, "max_size": args.image_size}
+    kwargs = {**sizes, **_model_kwargs(args.model_arg)}
     config = TrainConfig(
         arch=args.arch, num_classes=len(dataset.classes), model_kwargs=kwargs, iterations=args.iterations,
         batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, amp=args.amp, seed=args.seed,
@@ -167,8 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p, num_images=512, seed=0)
     p.add_argument("--arch", default="resnet50", help="resnet18/34/50/101 (torchvision's recipe) or paper "
                    "(the paper's ResNet-101 preset); default %(default)s")
-    p.add_argument("--min-size", type=int, default=128, help="resize: short side (default %(default)s)")
-    p.add_argument("--max-size", type=int, default=128, help="resize: long side at most (default %(default)s)")
+    p.add_argument("--min-size", type=int, default=None,
+                   help="resize: short side (default: the synthetic image size; paper/COCO: the model's)")
+    p.add_argument("--max-size", type=int, default=None,
+                   help="resize: long side at most (default: as --min-size)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="any MaskRCNN keyword argument, e.g. box_batch_size_per_image=128 (repeatable)")
     p.add_argument("--iterations", type=int, default=1000)

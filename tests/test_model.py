@@ -224,6 +224,14 @@ def test_paper_preset():
         maskrcnn_resnet101_fpn(weights="COCO", weights_backbone=None)
 
 
+def test_paper_preset_pools_with_fixed_scales():
+    # On the square canvas inferred scales would double for images wider than ~1.4:1.
+    model = maskrcnn_resnet101_fpn(weights_backbone=None, num_classes=4)
+    for pool in (model.roi_heads.box_roi_pool, model.roi_heads.mask_roi_pool):
+        assert pool.fixed_scales == [1 / 4, 1 / 8, 1 / 16, 1 / 32]
+    assert model.roi_heads.mask_roi_pool.output_size == (14, 14)
+
+
 def test_paper_preset_forward_small():
     # The preset at a small size: padding follows max_size; P2-P6 feed the RPN; 28 x 28 masks.
     model = maskrcnn_resnet101_fpn(weights_backbone=None, num_classes=4, min_size=64, max_size=128,

@@ -201,3 +201,15 @@ def test_cli_bench(monkeypatch, capsys):
     assert main(["bench", "--device", "cpu", "--sizes", "48x64", "--repeats", "1", "--warmup", "0"]) == 0
     out = capsys.readouterr().out
     assert "speed-up" in out and "images whose detections differ: 0" in out
+
+
+def test_a_process_without_batches_fails_clearly():
+    # Under DDP a process gets about len(dataset) / world_size images: fewer than one batch must
+    # be an error, not an endless loop over an empty loader.
+    from torch.utils.data import DataLoader
+
+    from fastmask.engine.train import _batches
+
+    loader = DataLoader(list(range(3)), batch_size=4, drop_last=True)
+    with pytest.raises(ValueError, match="no batch"):
+        next(_batches(loader, 0))

@@ -53,6 +53,21 @@ def test_matches_torchvision(seed, dtype, layout, output_size, sampling_ratio):
     assert leaves_f["pool"].grad is None
 
 
+def test_fixed_scales_on_a_padded_canvas(seed):
+    # A wide image on a square canvas: torchvision infers the scales from the image's height and
+    # doubles them; fixed scales pool what torchvision pools when it infers them correctly.
+    feats = fpn_features(1, 4, (256, 256))
+    boxes = [random_boxes(20, (120, 256))]
+    names = ["0", "1", "2", "3"]
+    fixed = MultiScaleRoIAlign(names, 7, 2, scales=[1 / 4, 1 / 8, 1 / 16, 1 / 32])
+    reference = torchvision.ops.MultiScaleRoIAlign(names, 7, 2)(feats, boxes, [(256, 256)])
+    assert torch.equal(fixed(feats, boxes, [(120, 256)]), reference)
+    assert MultiScaleRoIAlign(names, 7, 2)(feats, boxes, [(120, 256)]).shape == reference.shape
+    assert fixed.scales == [1 / 4, 1 / 8, 1 / 16, 1 / 32]
+    with pytest.raises(ValueError, match="scales"):
+        MultiScaleRoIAlign(names, 7, 2, scales=[0.25])
+
+
 def test_levels_equal_torchvision_level_mapper(seed):
     boxes = random_boxes(500, (800, 1216))
     tv = torchvision.ops.poolers.LevelMapper(2, 5)

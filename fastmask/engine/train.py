@@ -72,6 +72,8 @@ def train_step(model: nn.Module, images: List[Tensor], targets: List[Dict[str, T
 
 def _batches(loader: DataLoader, start_epoch: int) -> Iterator:
     """Batches forever, each pass over the data a new epoch (reshuffled, also across processes)."""
+    if len(loader) == 0:
+        raise ValueError("the data set gives this process no batch: use more images or a smaller batch size")
     epoch = start_epoch
     while True:
         if isinstance(loader.sampler, DistributedSampler):
@@ -130,7 +132,8 @@ def train(config: TrainConfig, dataset: Dataset, resume: bool = True) -> nn.Modu
     if state:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        if state.get("scaler"):  # empty when saved with the scaler disabled (no fp16)
+            scaler.load_state_dict(state["scaler"])
         for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):
             group["lr"] = base_lr * _lr_factor(start, config)  # the schedule may be longer now
     if distributed:
@@ -139,7 +142,8 @@ def train(config: TrainConfig, dataset: Dataset, resume: bool = True) -> nn.Modu
     sampler = (DistributedSampler(dataset, seed=config.seed) if distributed
                else RandomSampler(dataset, generator=torch.Generator().manual_seed(config.seed + start)))
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
-                        collate_fn=collate, drop_last=len(dataset) >= config.batch_size, persistent_workers=config.workers > 0)
+                        collate_fn=collate, drop_last=len(sampler) >= config.batch_size,  # this process's share
+                        persistent_workers=config.workers > 0)
     batches = _batches(loader, start_epoch=start // max(1, len(loader)))
 
     if main:

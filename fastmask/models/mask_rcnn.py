@@ -164,11 +164,14 @@ class MaskRCNN(tv_mask_rcnn.MaskRCNN):
             shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
             raise ValueError(f"images must be a [B, {len(self.transform.image_mean)}, H, W] tensor, got {shape}")
         num_images, _, height, width = images.shape
-        if image_sizes is None:
-            image_sizes = torch.tensor([[height, width]], device=images.device).expand(num_images, 2)
-        mean = torch.as_tensor(self.transform.image_mean, dtype=images.dtype, device=images.device)
-        std = torch.as_tensor(self.transform.image_std, dtype=images.dtype, device=images.device)
-        x = (images - mean[:, None, None]) / std[:, None, None]
+        if image_sizes is None:  # made on the device: no host-to-device copy (CUDA graphs)
+            image_sizes = torch.full((num_images, 2), height, dtype=torch.int64, device=images.device)
+            image_sizes[:, 1] = width
+        elif image_sizes.device != images.device:
+            raise ValueError(f"image_sizes is on {image_sizes.device} but images is on {images.device}")
+        # Per channel with Python floats: no host-to-device copy of mean and std.
+        x = torch.stack([(images[:, c] - m) / s for c, (m, s) in
+                         enumerate(zip(self.transform.image_mean, self.transform.image_std))], 1)
         shapes = [(height, width)] * num_images
         features = self.backbone(x)
         proposals, proposal_valid = batched.proposals(self.rpn, ImageList(x, shapes), features, image_sizes)
@@ -249,5 +252,10 @@ def maskrcnn_resnet101_fpn(
     weights_backbone = ResNet101_Weights.verify(weights_backbone)
     kwargs = {**PAPER_PRESET, **kwargs}
     kwargs.setdefault("size_divisible", kwargs["max_size"])
+    # Fixed level scales: on the square canvas, inferring them from the images' heights (as
+    # torchvision does) doubles them for images wider than ~1.4:1.
+    levels, scales = ["0", "1", "2", "3"], [1 / 4, 1 / 8, 1 / 16, 1 / 32]
+    kwargs.setdefault("box_roi_pool", components.MultiScaleRoIAlign(levels, 7, 2, scales=scales))
+    kwargs.setdefault("mask_roi_pool", components.MultiScaleRoIAlign(levels, 14, 2, scales=scales))
     return maskrcnn_resnet_fpn("resnet101", None, progress, num_classes, weights_backbone,
                                 trainable_backbone_layers, **kwargs)

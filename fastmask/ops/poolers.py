@@ -43,7 +43,10 @@ class MultiScaleRoIAlign(nn.Module):
     level mapping (canonical scale 224, level 4, eps 1e-6, clamped to the available levels).
 
     Differences: all levels are pooled by one kernel launch, forward and backward; scales are
-    inferred on every call from the shapes at hand (torchvision caches those of its first call).
+    inferred on every call from the shapes at hand (torchvision caches those of its first call),
+    unless ``scales`` fixes them (one per level, e.g. ``[1/4, 1/8, 1/16, 1/32]``): inference from
+    the largest unpadded image height goes wrong when batches are padded far beyond the images
+    (a 16:9 image on a square 1024 canvas infers twice the true scales).
     """
 
     def __init__(
@@ -55,8 +58,12 @@ class MultiScaleRoIAlign(nn.Module):
         canonical_scale: int = 224,
         canonical_level: int = 4,
         deterministic: Optional[bool] = None,
+        scales: Optional[List[float]] = None,
     ):
         super().__init__()
+        if scales is not None and len(scales) != len(featmap_names):
+            raise ValueError(f"scales must have one entry per feature map ({len(featmap_names)}), got {scales!r}")
+        self.fixed_scales = None if scales is None else [float(s) for s in scales]
         self.featmap_names = featmap_names
         self.sampling_ratio = sampling_ratio
         self.output_size = output_pair(output_size)
@@ -75,7 +82,7 @@ class MultiScaleRoIAlign(nn.Module):
         if isinstance(boxes, Tensor):
             raise TypeError("boxes must be a list of [L, 4] tensors, one per image")
         check_boxes(boxes)
-        self.scales = infer_scales(features, image_shapes)
+        self.scales = self.fixed_scales or infer_scales(features, image_shapes)
         if len(features) == 1:
             return roi_align(features[0], boxes, self.output_size, self.scales[0], self.sampling_ratio,
                              deterministic=self.deterministic)
