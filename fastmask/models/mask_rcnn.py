@@ -135,6 +135,9 @@ class MaskRCNN(tv_mask_rcnn.MaskRCNN):
         patch_torchvision(self)
         for name, pool in own_poolers.items():
             setattr(self.roi_heads, name, pool)
+        # forward_static normalises with these (they follow .to(device); not in the state dict).
+        for name, values in (("_static_mean", self.transform.image_mean), ("_static_std", self.transform.image_std)):
+            self.register_buffer(name, torch.tensor(values).view(-1, 1, 1), persistent=False)
 
     def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None):
         _check_inputs(images, targets, self.training, len(self.transform.image_mean))
@@ -169,9 +172,8 @@ class MaskRCNN(tv_mask_rcnn.MaskRCNN):
             image_sizes[:, 1] = width
         elif image_sizes.device != images.device:
             raise ValueError(f"image_sizes is on {image_sizes.device} but images is on {images.device}")
-        # Per channel with Python floats: no host-to-device copy of mean and std.
-        x = torch.stack([(images[:, c] - m) / s for c, (m, s) in
-                         enumerate(zip(self.transform.image_mean, self.transform.image_std))], 1)
+        # As the transform normalises, from buffers already on the device (no host-to-device copy).
+        x = (images - self._static_mean.to(images.dtype)) / self._static_std.to(images.dtype)
         shapes = [(height, width)] * num_images
         features = self.backbone(x)
         proposals, proposal_valid = batched.proposals(self.rpn, ImageList(x, shapes), features, image_sizes)
