@@ -176,6 +176,31 @@ def test_cli_predict_with_torchvision_checkpoint(tmp_path):
         load_checkpoint(str(tmp_path / "junk.pth"))
 
 
+def test_torchvision_pretrained_style_checkpoint_gives_torchvision_outputs(tmp_path):
+    # torchvision's pretrained Mask R-CNN uses FrozenBatchNorm2d with eps 0 in the backbone.
+    from torchvision.models.detection import mask_rcnn
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    torch.manual_seed(0)
+    body = torchvision.models.resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
+    for m in body.modules():
+        if isinstance(m, FrozenBatchNorm2d):  # non-trivial statistics, so eps and the layer type matter
+            m.running_var.uniform_(0.5, 2.0)
+            m.running_mean.normal_(0, 0.1)
+    tv = mask_rcnn.MaskRCNN(_resnet_fpn_extractor(body, 3), num_classes=3, min_size=64, max_size=96,
+                            box_score_thresh=0.0)
+    mask_rcnn.overwrite_eps(tv, 0.0)
+    torch.save(tv.state_dict(), tmp_path / "tv.pth")
+    model, _, _ = load_checkpoint(str(tmp_path / "tv.pth"), {"kwargs": {"min_size": 64, "max_size": 96,
+                                                                          "box_score_thresh": 0.0}})
+    image = torch.rand(3, 60, 80)
+    with torch.no_grad():
+        ref, ours = tv.eval()([image])[0], model.eval()([image])[0]
+    torch.testing.assert_close(ours["boxes"], ref["boxes"], rtol=0, atol=1e-4)
+    assert torch.equal(ours["labels"], ref["labels"])
+
+
 def test_build_model_rejects_unknown_arch():
     with pytest.raises(ValueError, match="arch"):
         build_model("vgg16", 3)

@@ -4,6 +4,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..models import MaskRCNN, maskrcnn_resnet101_fpn, maskrcnn_resnet_fpn
 
@@ -51,5 +52,17 @@ def load_checkpoint(path: str, config: Optional[Dict[str, Any]] = None,
         saved = {"arch": "resnet50", "num_classes": state[key].shape[0], "kwargs": {}}
     config = {**saved, **(config or {})}
     model = build_model(config["arch"], config["num_classes"], **config.get("kwargs", {}))
+    if not checkpoint and not any(k.startswith("backbone.") and k.endswith("num_batches_tracked") for k in state):
+        _freeze_batch_norm(model.backbone)
     model.load_state_dict(state)
     return model, config, checkpoint
+
+
+def _freeze_batch_norm(module: nn.Module) -> None:
+    """torchvision's pretrained detection models: FrozenBatchNorm2d with eps 0 (its
+    ``overwrite_eps``); a state_dict without ``num_batches_tracked`` in the backbone comes from one."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, FrozenBatchNorm2d(child.num_features, eps=0.0))
+        else:
+            _freeze_batch_norm(child)
