@@ -30,7 +30,7 @@ __global__ void paste_kernel(const PasteParams p) {
   using Out = std::conditional_t<kBinary, bool, T>;
   const int64_t ph = p.mask_height + 2 * p.padding, pw = p.mask_width + 2 * p.padding;
   // As `pasted > threshold` on a tensor: the Python scalar is first rounded to the masks' dtype.
-  const A threshold = DeviceScalar<T>::load(DeviceScalar<T>::store(static_cast<A>(p.threshold)));
+  const A threshold = DeviceArith<T>::round(static_cast<A>(p.threshold));
   const int64_t rows = p.num_masks * p.height;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t n = r / p.height, y = r % p.height;
@@ -50,7 +50,7 @@ __global__ void paste_kernel(const PasteParams p) {
         v = blend(r0, ty.w0, r1, ty.w1);
       }
       if constexpr (kBinary)
-        out[x] = DeviceScalar<T>::load(DeviceScalar<T>::store(v)) > threshold;
+        out[x] = DeviceArith<T>::round(v) > threshold;
       else
         out[x] = DeviceScalar<T>::store(v);
     }

@@ -66,14 +66,12 @@ void anchor_rows(const AnchorParams& p) {
       const int l = rpn::level_of(row_start.data(), p.num_levels, r);
       const AnchorGrid& g = p.levels[l];
       const int64_t y = r - row_start[l];
-      const T* cell = static_cast<const T*>(g.cell_anchors);
       T* out = first + (p.level_start[l] + y * g.width * g.cells) * 4;
       for (int64_t x = 0; x < g.width; ++x) {
         for (int64_t a = 0; a < g.cells; ++a, out += 4) {
-          out[0] = A::store(rpn::anchor_coord<A>(x * g.stride_w, cell[a * 4 + 0]));
-          out[1] = A::store(rpn::anchor_coord<A>(y * g.stride_h, cell[a * 4 + 1]));
-          out[2] = A::store(rpn::anchor_coord<A>(x * g.stride_w, cell[a * 4 + 2]));
-          out[3] = A::store(rpn::anchor_coord<A>(y * g.stride_h, cell[a * 4 + 3]));
+          typename A::V anchor[4];
+          rpn::grid_anchor<A>(g, {y, x, a}, anchor);
+          for (int j = 0; j < 4; ++j) out[j] = A::store(anchor[j]);
         }
       }
     }

@@ -55,17 +55,24 @@ FASTMASK_HOST_DEVICE int level_of(const int64_t* level_start, int num_levels, in
   return l;
 }
 
-// Anchor `n` of a level, in torchvision's order: location (row-major), then cell anchor.
+// Anchor `n` of a level in torchvision's order: location (row-major), then cell anchor.
+struct GridCell {
+  int64_t y, x, a;
+};
+
+FASTMASK_HOST_DEVICE GridCell grid_cell(const AnchorGrid& g, int64_t n) {
+  const int64_t location = n / g.cells;
+  const int64_t y = location / g.width;
+  return {y, location - y * g.width, n - location * g.cells};
+}
+
 template <typename A>
-FASTMASK_HOST_DEVICE void grid_anchor(const AnchorGrid& g, int64_t n, typename A::V out[4]) {
-  using T = typename A::T;
-  const int64_t location = n / g.cells, a = n - location * g.cells;
-  const int64_t y = location / g.width, x = location - y * g.width;
-  const T* cell = static_cast<const T*>(g.cell_anchors) + a * 4;
-  out[0] = anchor_coord<A>(x * g.stride_w, cell[0]);
-  out[1] = anchor_coord<A>(y * g.stride_h, cell[1]);
-  out[2] = anchor_coord<A>(x * g.stride_w, cell[2]);
-  out[3] = anchor_coord<A>(y * g.stride_h, cell[3]);
+FASTMASK_HOST_DEVICE void grid_anchor(const AnchorGrid& g, GridCell c, typename A::V out[4]) {
+  const typename A::T* cell = static_cast<const typename A::T*>(g.cell_anchors) + c.a * 4;
+  out[0] = anchor_coord<A>(c.x * g.stride_w, cell[0]);
+  out[1] = anchor_coord<A>(c.y * g.stride_h, cell[1]);
+  out[2] = anchor_coord<A>(c.x * g.stride_w, cell[2]);
+  out[3] = anchor_coord<A>(c.y * g.stride_h, cell[3]);
 }
 
 // BoxCoder.decode_single for one 4-vector of codes against its box.
@@ -134,7 +141,7 @@ FASTMASK_HOST_DEVICE void AnchorOp<A>::apply(const AnchorParams& p, int64_t i) {
   const int64_t image = i / total, index = i - image * total;
   const int l = level_of(p.level_start, p.num_levels, index);
   V anchor[4];
-  grid_anchor<A>(p.levels[l], index - p.level_start[l], anchor);
+  grid_anchor<A>(p.levels[l], grid_cell(p.levels[l], index - p.level_start[l]), anchor);
   typename A::T* out = static_cast<typename A::T*>(p.anchors) + i * 4;
   for (int j = 0; j < 4; ++j) out[j] = A::store(anchor[j]);
 }
@@ -204,13 +211,11 @@ FASTMASK_HOST_DEVICE void ProposeOp<A>::apply(const ProposalParams& p, int64_t i
   const int64_t b = i / K, k = i - b * K;
   const int l = level_of(p.level_start, p.num_levels, k);
   const AnchorGrid& g = p.levels[l];
-  const int64_t n = p.topk_index[i];
+  const GridCell c = grid_cell(g, p.topk_index[i]);
   V anchor[4];
-  grid_anchor<A>(g, n, anchor);
-  const int64_t location = n / g.cells, a = n - location * g.cells;
-  const int64_t y = location / g.width, x = location - y * g.width;
+  grid_anchor<A>(g, c, anchor);
   const int64_t* s = p.delta_strides[l];
-  const T* d = static_cast<const T*>(p.deltas[l]) + b * s[0] + a * 4 * s[1] + y * s[2] + x * s[3];
+  const T* d = static_cast<const T*>(p.deltas[l]) + b * s[0] + c.a * 4 * s[1] + c.y * s[2] + c.x * s[3];
   const V code[4] = {A::load(d[0]), A::load(d[s[1]]), A::load(d[2 * s[1]]), A::load(d[3 * s[1]])};
   V box[4];
   decode_box<A>(anchor, code, p.weights, to_dtype<A>(p.clip), box);
