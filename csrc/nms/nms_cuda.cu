@@ -137,7 +137,7 @@ __global__ void reduce_kernel(const NmsParams p, int64_t words, const unsigned l
 }
 
 template <typename T>
-cudaError_t launch(const NmsParams& p, void* mask, void* removed, cudaStream_t stream) {
+LaunchStatus launch(const NmsParams& p, void* mask, void* removed, cudaStream_t stream) {
   const int64_t words = nms_mask_words(p.num_boxes);
   auto* m = static_cast<unsigned long long*>(mask);
   // grid z (images) is limited to 65535 per launch.
@@ -146,26 +146,26 @@ cudaError_t launch(const NmsParams& p, void* mask, void* removed, cudaStream_t s
     const int64_t images = p.num_images - first < kMaxGridZ ? p.num_images - first : kMaxGridZ;
     const dim3 grid(static_cast<unsigned>(words), static_cast<unsigned>(words), static_cast<unsigned>(images));
     overlap_mask_kernel<T><<<grid, kWord, 0, stream>>>(p, words, first, m);
-    const cudaError_t err = cudaGetLastError();
-    if (err != cudaSuccess) return err;
+    FASTMASK_RETURN_IF_LAUNCH_FAILED("nms overlap_mask_kernel");
   }
   reduce_kernel<<<static_cast<unsigned>(p.num_images), kReduceThreads, 0, stream>>>(
       p, words, m, static_cast<unsigned long long*>(removed));
-  return cudaGetLastError();
+  FASTMASK_RETURN_IF_LAUNCH_FAILED("nms reduce_kernel");
+  return {};
 }
 
 }  // namespace
 
 int64_t nms_mask_words(int64_t num_boxes) { return (num_boxes + kWord - 1) / kWord; }
 
-cudaError_t multi_image_nms_cuda(const NmsParams& p, void* mask, void* removed, cudaStream_t stream) {
+LaunchStatus multi_image_nms_cuda(const NmsParams& p, void* mask, void* removed, cudaStream_t stream) {
   switch (p.dtype) {
     case ScalarKind::kFloat32: return launch<float>(p, mask, removed, stream);
     case ScalarKind::kFloat64: return launch<double>(p, mask, removed, stream);
     case ScalarKind::kFloat16: return launch<__half>(p, mask, removed, stream);
     case ScalarKind::kBFloat16: return launch<__nv_bfloat16>(p, mask, removed, stream);
   }
-  return cudaErrorInvalidValue;
+  return {cudaErrorInvalidValue, "nms (unknown dtype)"};
 }
 
 }  // namespace fastmask

@@ -18,8 +18,9 @@ void multi_image_nms_cuda_run(const NmsParams& p) {
   const auto options = at::TensorOptions().device(at::kCUDA, c10::cuda::current_device()).dtype(at::kLong);
   at::Tensor mask = at::empty({p.num_images * p.num_boxes * words}, options);
   at::Tensor removed = at::empty({p.num_images * words}, options);
-  check_cuda_launch(
-      multi_image_nms_cuda(p, mask.data_ptr(), removed.data_ptr(), c10::cuda::getCurrentCUDAStream()), "nms");
+  run_cuda_launcher("nms", [&] {
+    return multi_image_nms_cuda(p, mask.data_ptr(), removed.data_ptr(), c10::cuda::getCurrentCUDAStream());
+  });
 }
 
 namespace {

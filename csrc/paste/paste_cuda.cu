@@ -58,27 +58,28 @@ __global__ void paste_kernel(const PasteParams p) {
 }
 
 template <typename T, typename A>
-cudaError_t launch(const PasteParams& p, cudaStream_t stream) {
+LaunchStatus launch(const PasteParams& p, cudaStream_t stream) {
   const int64_t rows = p.num_masks * p.height;
-  if (rows == 0) return cudaSuccess;
+  if (rows == 0) return {};
   const unsigned blocks = static_cast<unsigned>(rows < kMaxBlocks ? rows : kMaxBlocks);
   if (p.binary)
     paste_kernel<T, A, true><<<blocks, kThreads, 0, stream>>>(p);
   else
     paste_kernel<T, A, false><<<blocks, kThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  FASTMASK_RETURN_IF_LAUNCH_FAILED("paste_kernel");
+  return {};
 }
 
 }  // namespace
 
-cudaError_t paste_masks_cuda(const PasteParams& p, cudaStream_t stream) {
+LaunchStatus paste_masks_cuda(const PasteParams& p, cudaStream_t stream) {
   switch (p.dtype) {
     case ScalarKind::kFloat32: return launch<float, float>(p, stream);
     case ScalarKind::kFloat64: return launch<double, double>(p, stream);
     case ScalarKind::kFloat16: return launch<__half, float>(p, stream);
     case ScalarKind::kBFloat16: return launch<__nv_bfloat16, float>(p, stream);
   }
-  return cudaErrorInvalidValue;
+  return {cudaErrorInvalidValue, "paste_kernel (unknown dtype)"};
 }
 
 }  // namespace fastmask

@@ -9,7 +9,7 @@ namespace fastmask {
 namespace {
 
 void run(const PasteParams& p) {
-  check_cuda_launch(paste_masks_cuda(p, c10::cuda::getCurrentCUDAStream()), "paste_masks_in_image");
+  run_cuda_launcher("paste_masks_in_image", [&] { return paste_masks_cuda(p, c10::cuda::getCurrentCUDAStream()); });
 }
 
 }  // namespace

@@ -83,20 +83,21 @@ __global__ void resize_kernel(const ResizeParams p, A step_h, A step_w) {
 }
 
 template <typename Src, typename Dst, typename A>
-cudaError_t launch(const ResizeParams& p, cudaStream_t stream) {
+LaunchStatus launch(const ResizeParams& p, cudaStream_t stream) {
   const int64_t rows = p.batch * p.channels * p.canvas_height;
-  if (rows == 0) return cudaSuccess;
+  if (rows == 0) return {};
   const dim3 grid(static_cast<unsigned>((p.canvas_width + kThreads - 1) / kThreads),
                   static_cast<unsigned>(rows < kMaxGridY ? rows : kMaxGridY));
   resize_kernel<Src, Dst, A><<<grid, kThreads, 0, stream>>>(
       p, source_step<A>(p.in_height, p.out_height, p.scale_factor_h),
       source_step<A>(p.in_width, p.out_width, p.scale_factor_w));
-  return cudaGetLastError();
+  FASTMASK_RETURN_IF_LAUNCH_FAILED("resize_kernel");
+  return {};
 }
 
 }  // namespace
 
-cudaError_t resize_bilinear_cuda(const ResizeParams& p, cudaStream_t stream) {
+LaunchStatus resize_bilinear_cuda(const ResizeParams& p, cudaStream_t stream) {
   if (p.src_uint8)
     return p.dst_uint8 ? launch<uint8_t, uint8_t, float>(p, stream) : launch<uint8_t, float, float>(p, stream);
   switch (p.dtype) {
@@ -105,7 +106,7 @@ cudaError_t resize_bilinear_cuda(const ResizeParams& p, cudaStream_t stream) {
     case ScalarKind::kFloat16: return launch<__half, __half, float>(p, stream);
     case ScalarKind::kBFloat16: return launch<__nv_bfloat16, __nv_bfloat16, float>(p, stream);
   }
-  return cudaErrorInvalidValue;
+  return {cudaErrorInvalidValue, "resize_kernel (unknown dtype)"};
 }
 
 }  // namespace fastmask

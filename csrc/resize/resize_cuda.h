@@ -2,11 +2,12 @@
 
 #include <cuda_runtime_api.h>
 
+#include "common/launch_status.h"
 #include "resize_params.h"
 
 namespace fastmask {
 
-// Launches on `stream`, returns the launch error.
-cudaError_t resize_bilinear_cuda(const ResizeParams& params, cudaStream_t stream);
+// Launches on `stream`, returns the launch status.
+LaunchStatus resize_bilinear_cuda(const ResizeParams& params, cudaStream_t stream);
 
 }  // namespace fastmask

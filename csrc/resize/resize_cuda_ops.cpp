@@ -10,7 +10,8 @@ namespace {
 
 void run(const ResizeParams* jobs, int64_t count) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  for (int64_t i = 0; i < count; ++i) check_cuda_launch(resize_bilinear_cuda(jobs[i], stream), "resize_bilinear");
+  for (int64_t i = 0; i < count; ++i)
+    run_cuda_launcher("resize_bilinear", [&] { return resize_bilinear_cuda(jobs[i], stream); });
 }
 
 }  // namespace

@@ -221,18 +221,20 @@ int64_t grid_blocks(int64_t total) {
 }
 
 template <typename T, typename A>
-cudaError_t launch_forward(const RoIAlignParams& p, cudaStream_t stream) {
+LaunchStatus launch_forward(const RoIAlignParams& p, cudaStream_t stream) {
   const int64_t total = p.num_rois * p.channels * p.pooled_height * p.pooled_width;
   forward_kernel<T, A><<<grid_blocks(total), kThreads, 0, stream>>>(p, total);
-  return cudaGetLastError();
+  FASTMASK_RETURN_IF_LAUNCH_FAILED("roi_align forward_kernel");
+  return {};
 }
 
 template <typename T, typename A>
-cudaError_t launch_backward(const RoIAlignParams& p, bool deterministic, cudaStream_t stream) {
+LaunchStatus launch_backward(const RoIAlignParams& p, bool deterministic, cudaStream_t stream) {
   if (!deterministic) {
     const int64_t total = p.num_rois * p.channels * p.pooled_height * p.pooled_width;
     backward_atomic_kernel<T, A><<<grid_blocks(total), kThreads, 0, stream>>>(p, total);
-    return cudaGetLastError();
+    FASTMASK_RETURN_IF_LAUNCH_FAILED("roi_align backward_atomic_kernel");
+    return {};
   }
   BandTable bands{};
   for (int l = 0; l < p.num_levels; ++l) {
@@ -240,32 +242,33 @@ cudaError_t launch_backward(const RoIAlignParams& p, bool deterministic, cudaStr
     bands.first_block[l + 1] = bands.first_block[l] + p.batch_size * bands.bands[l];
   }
   const int64_t blocks = bands.first_block[p.num_levels];
-  if (blocks == 0) return cudaSuccess;
+  if (blocks == 0) return {};
   const int threads = p.channels >= kThreads ? kThreads : static_cast<int>((p.channels + 31) / 32 * 32);
   backward_deterministic_kernel<T, A><<<blocks, threads, 0, stream>>>(p, bands);
-  return cudaGetLastError();
+  FASTMASK_RETURN_IF_LAUNCH_FAILED("roi_align backward_deterministic_kernel");
+  return {};
 }
 
 }  // namespace
 
-cudaError_t roi_align_forward_cuda(const RoIAlignParams& p, cudaStream_t stream) {
+LaunchStatus roi_align_forward_cuda(const RoIAlignParams& p, cudaStream_t stream) {
   switch (p.dtype) {
     case ScalarKind::kFloat32: return launch_forward<float, float>(p, stream);
     case ScalarKind::kFloat64: return launch_forward<double, double>(p, stream);
     case ScalarKind::kFloat16: return launch_forward<__half, float>(p, stream);
     case ScalarKind::kBFloat16: return launch_forward<__nv_bfloat16, float>(p, stream);
   }
-  return cudaErrorInvalidValue;
+  return {cudaErrorInvalidValue, "roi_align forward_kernel (unknown dtype)"};
 }
 
-cudaError_t roi_align_backward_cuda(const RoIAlignParams& p, bool deterministic, cudaStream_t stream) {
+LaunchStatus roi_align_backward_cuda(const RoIAlignParams& p, bool deterministic, cudaStream_t stream) {
   switch (p.dtype) {
     case ScalarKind::kFloat32: return launch_backward<float, float>(p, deterministic, stream);
     case ScalarKind::kFloat64: return launch_backward<double, double>(p, deterministic, stream);
     case ScalarKind::kFloat16: return launch_backward<__half, float>(p, deterministic, stream);
     case ScalarKind::kBFloat16: return launch_backward<__nv_bfloat16, float>(p, deterministic, stream);
   }
-  return cudaErrorInvalidValue;
+  return {cudaErrorInvalidValue, "roi_align backward (unknown dtype)"};
 }
 
 }  // namespace fastmask

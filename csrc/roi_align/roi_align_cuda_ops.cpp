@@ -11,15 +11,17 @@ namespace fastmask {
 namespace {
 
 void forward(const RoIAlignParams& p) {
-  check_cuda_launch(roi_align_forward_cuda(p, c10::cuda::getCurrentCUDAStream()), "roi_align");
+  run_cuda_launcher("roi_align", [&] { return roi_align_forward_cuda(p, c10::cuda::getCurrentCUDAStream()); });
 }
 
 void backward(const RoIAlignParams& p) {
-  check_cuda_launch(roi_align_backward_cuda(p, false, c10::cuda::getCurrentCUDAStream()), "roi_align_backward");
+  run_cuda_launcher("roi_align_backward",
+                    [&] { return roi_align_backward_cuda(p, false, c10::cuda::getCurrentCUDAStream()); });
 }
 
 void backward_deterministic(const RoIAlignParams& p) {
-  check_cuda_launch(roi_align_backward_cuda(p, true, c10::cuda::getCurrentCUDAStream()), "roi_align_backward");
+  run_cuda_launcher("roi_align_backward",
+                    [&] { return roi_align_backward_cuda(p, true, c10::cuda::getCurrentCUDAStream()); });
 }
 
 RoIAlignBackend cuda_backend(bool deterministic) {

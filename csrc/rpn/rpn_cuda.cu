@@ -35,9 +35,9 @@ __global__ void for_each_kernel(const Params p) {
 }
 
 template <template <typename> class Op, typename Params>
-cudaError_t for_each(const Params& p, cudaStream_t stream) {
+LaunchStatus for_each(const Params& p, cudaStream_t stream, const char* kernel) {
   const int64_t n = Op<RpnArith<float>>::size(p);
-  if (n == 0) return cudaSuccess;
+  if (n == 0) return {};
   const int64_t wanted = (n + kThreads - 1) / kThreads;
   const unsigned blocks = static_cast<unsigned>(wanted < kMaxBlocks ? wanted : kMaxBlocks);
   switch (p.dtype) {
@@ -48,14 +48,23 @@ cudaError_t for_each(const Params& p, cudaStream_t stream) {
       for_each_kernel<Op<RpnArith<__nv_bfloat16>>><<<blocks, kThreads, 0, stream>>>(p);
       break;
   }
-  return cudaGetLastError();
+  FASTMASK_RETURN_IF_LAUNCH_FAILED(kernel);
+  return {};
 }
 
 }  // namespace
 
-cudaError_t grid_anchors_cuda(const AnchorParams& p, cudaStream_t s) { return for_each<rpn::AnchorOp>(p, s); }
-cudaError_t decode_boxes_cuda(const BoxCodingParams& p, cudaStream_t s) { return for_each<rpn::DecodeOp>(p, s); }
-cudaError_t encode_boxes_cuda(const BoxCodingParams& p, cudaStream_t s) { return for_each<rpn::EncodeOp>(p, s); }
-cudaError_t propose_cuda(const ProposalParams& p, cudaStream_t s) { return for_each<rpn::ProposeOp>(p, s); }
+LaunchStatus grid_anchors_cuda(const AnchorParams& p, cudaStream_t s) {
+  return for_each<rpn::AnchorOp>(p, s, "anchor_kernel");
+}
+LaunchStatus decode_boxes_cuda(const BoxCodingParams& p, cudaStream_t s) {
+  return for_each<rpn::DecodeOp>(p, s, "decode_kernel");
+}
+LaunchStatus encode_boxes_cuda(const BoxCodingParams& p, cudaStream_t s) {
+  return for_each<rpn::EncodeOp>(p, s, "encode_kernel");
+}
+LaunchStatus propose_cuda(const ProposalParams& p, cudaStream_t s) {
+  return for_each<rpn::ProposeOp>(p, s, "proposal_candidate_kernel");
+}
 
 }  // namespace fastmask

@@ -10,16 +10,16 @@ namespace fastmask {
 namespace {
 
 void anchors(const AnchorParams& p) {
-  check_cuda_launch(grid_anchors_cuda(p, c10::cuda::getCurrentCUDAStream()), "grid_anchors");
+  run_cuda_launcher("grid_anchors", [&] { return grid_anchors_cuda(p, c10::cuda::getCurrentCUDAStream()); });
 }
 void decode(const BoxCodingParams& p) {
-  check_cuda_launch(decode_boxes_cuda(p, c10::cuda::getCurrentCUDAStream()), "decode_boxes");
+  run_cuda_launcher("decode_boxes", [&] { return decode_boxes_cuda(p, c10::cuda::getCurrentCUDAStream()); });
 }
 void encode(const BoxCodingParams& p) {
-  check_cuda_launch(encode_boxes_cuda(p, c10::cuda::getCurrentCUDAStream()), "encode_boxes");
+  run_cuda_launcher("encode_boxes", [&] { return encode_boxes_cuda(p, c10::cuda::getCurrentCUDAStream()); });
 }
 void propose(const ProposalParams& p) {
-  check_cuda_launch(propose_cuda(p, c10::cuda::getCurrentCUDAStream()), "generate_proposals");
+  run_cuda_launcher("generate_proposals", [&] { return propose_cuda(p, c10::cuda::getCurrentCUDAStream()); });
 }
 
 RpnBackend cuda_backend() { return {anchors, decode, encode, propose, multi_image_nms_cuda_run}; }
