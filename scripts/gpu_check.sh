@@ -18,7 +18,7 @@
 #
 # GPU mode, stage budgets in seconds (timeouts; a stage's timeout is also cut to what is left of
 # the 470 s total, so the script ends within 8 minutes on 16 cores):
-#   probe        15  nvidia-smi, torch, the GPU's compute capability
+#   probe        15  nvidia-smi, torch, the GPU's compute capability (45 in CPU mode)
 #   build       170  setup.py build_ext --inplace for this GPU's architecture only
 #                    (TORCH_CUDA_ARCH_LIST=<cc>, FASTMASK_CUDA=1, MAX_JOBS=nproc); a guess: about
 #                    25 translation units, the CUDA ones single-architecture
@@ -34,8 +34,8 @@
 #
 # CPU mode (no GPU, or --mode cpu; CI runs it so, after scripts/test.sh, so that this script and
 # its tools cannot rot), what is cheap and meaningful without a GPU, well under 3 minutes on 2 cores:
-#   probe; build: skipped when PYTHON has fastmask installed (CI: the wheel scripts/test.sh put in
-#   .venv-wheel) or an in-place build that loads, else builds in place (setup.py's defaults);
+#   probe; build: skipped when this tree has an in-place build that loads, or else PYTHON has
+#   fastmask installed (CI: the wheel scripts/test.sh put in .venv-wheel), else builds in place;
 #   cuda-tests: collects the CUDA tests (they skip without a GPU; none collected fails); suite:
 #   skipped (scripts/test.sh runs the whole suite); smoke: the driver on the CPU kernels;
 #   sanitizers: skipped (no GPU); bench: compare.py on the CPU for one op, two runs (the table,
@@ -135,7 +135,7 @@ for i in range(torch.cuda.device_count()):
 probe() {
   local t=$SECONDS
   # shellcheck disable=SC2016  # expanded by the inner bash
-  run_stage probe 15 bash -c 'nvidia-smi 2>&1 | head -20; "$0" -c "$1" && { command -v nvcc && nvcc --version | tail -2; echo "nproc $(nproc)"; true; }' \
+  run_stage probe "$( [ "$MODE" = gpu ] && echo 15 || echo 45)" bash -c 'nvidia-smi 2>&1 | head -20; "$0" -c "$1" && { command -v nvcc && nvcc --version | tail -2; echo "nproc $(nproc)"; true; }' \
     "$PYTHON" "$PROBE_PY"
   [ "$DRY" = 1 ] || [ "$RC" -eq 125 ] && return
   if [ "$RC" -ne 0 ]; then record probe fail "$(elapsed_since "$t")" "see logs/probe.log"; return; fi
@@ -155,6 +155,9 @@ gpu_arch() {
 loads_fastmask() {  # loads_fastmask [PYTHONPATH]: prints where fastmask comes from if its kernels load
   (cd "$OUT" && PYTHONPATH=$1 "$PYTHON" -c "import fastmask; fastmask._loader.require_extension(); print(fastmask.__file__, fastmask.__version__)") 2>/dev/null
 }
+inplace_loads() {  # this tree's in-place build loads (prints where from, and its version)
+  local found; found=$(loads_fastmask "$ROOT") && [[ "$found" == "$ROOT/"* ]] && echo "$found"
+}
 use_inplace() { [[ ":${PYTHONPATH:-}:" == *":$ROOT:"* ]] || export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"; }
 
 build() {
@@ -165,13 +168,13 @@ build() {
     export FASTMASK_CUDA=1 TORCH_CUDA_ARCH_LIST=$arch MAX_JOBS=${MAX_JOBS:-$NPROC}
     note="FASTMASK_CUDA=1 TORCH_CUDA_ARCH_LIST=$arch MAX_JOBS=$MAX_JOBS"
   else
-    if [ "$DRY" = 0 ] && found=$(loads_fastmask "") && [[ "$found" != "$ROOT/"* ]]; then
-      record build skipped 0 "using the installed fastmask: $found"
+    if [ "$DRY" = 0 ] && found=$(inplace_loads); then
+      use_inplace
+      record build skipped 0 "reusing this tree's in-place build: ${found#* }"
       return
     fi
-    use_inplace
-    if [ "$DRY" = 0 ] && found=$(loads_fastmask "$PYTHONPATH"); then
-      record build skipped 0 "reusing the in-place build: ${found#* }"
+    if [ "$DRY" = 0 ] && found=$(loads_fastmask ""); then
+      record build skipped 0 "using the installed fastmask: $found"
       return
     fi
     export MAX_JOBS=${MAX_JOBS:-$NPROC}
@@ -356,8 +359,8 @@ if [ "$MODE" = gpu ] && [ "$DRY" = 1 ] && [ -z "$(gpu_arch)" ]; then GPU_CHECK_A
 wanted probe && probe
 if wanted build; then build; fi
 # Later stages need a fastmask whose kernels load. Without the build stage (--only): GPU mode
-# uses the in-place build; CPU mode an installed fastmask if there is one, else the in-place build.
-if ! wanted build && { [ "$MODE" = gpu ] || [ "$DRY" = 1 ] || ! loads_fastmask "" > /dev/null; }; then use_inplace; fi
+# uses the in-place build; CPU mode too if it loads, else an installed fastmask.
+if ! wanted build && { [ "$MODE" = gpu ] || [ "$DRY" = 1 ] || inplace_loads > /dev/null; }; then use_inplace; fi
 if [ "$DRY" = 0 ] && ! loads_fastmask "${PYTHONPATH:-}" > /dev/null; then
   (cd "$OUT" && "$PYTHON" -c "import fastmask; fastmask._loader.require_extension()") > "$LOGS/import.log" 2>&1
   record import fail 0 "fastmask does not load: $(tail -1 "$LOGS/import.log" | cut -c1-80)"
