@@ -152,8 +152,8 @@ gpu_arch() {
 # Which fastmask the stages use: "installed" (PYTHON's own, CPU mode) or "inplace" (this tree's,
 # put first on PYTHONPATH). The stages run Python from tests/, scripts/ and benchmarks/, so the
 # source tree shadows an installed fastmask only through PYTHONPATH.
-loads_fastmask() {  # loads_fastmask [PYTHONPATH]: prints where fastmask comes from if its kernels load
-  (cd "$OUT" && PYTHONPATH=$1 "$PYTHON" -c "import fastmask; fastmask._loader.require_extension(); print(fastmask.__file__, fastmask.__version__)") 2>/dev/null
+loads_fastmask() {  # loads_fastmask PYTHONPATH: prints where fastmask's kernels come from if they load
+  (cd "$OUT" && PYTHONPATH=$1 "$PYTHON" -c "import fastmask; print(fastmask._loader.require_extension().__file__, fastmask.__version__)") 2>/dev/null
 }
 inplace_loads() {  # this tree's in-place build loads (prints where from, and its version)
   local found; found=$(loads_fastmask "$ROOT") && [[ "$found" == "$ROOT/"* ]] && echo "$found"
