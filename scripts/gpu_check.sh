@@ -56,7 +56,7 @@ while [ $# -gt 0 ]; do
     *) echo "gpu_check: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-TOTAL_BUDGET=470
+TOTAL_BUDGET=${GPU_CHECK_TOTAL_S:-470}  # seconds; GPU_CHECK_TOTAL_S overrides (e.g. to test the time box)
 START=$SECONDS
 mkdir -p "$OUT/logs" "$OUT/bench"
 OUT=$(cd "$OUT" && pwd)
@@ -99,23 +99,31 @@ run_stage() {
   RC=$?
 }
 
-# The same in the background: start_stage NAME BUDGET CMD... ; then finish_stage NAME sets RC.
-declare -A PIDS STARTED
+# The same in the background: start_stage NAME BUDGET CMD... ; then finish_stage NAME sets RC and
+# SECS (the stage's own duration: the parallel stages end at different times).
+declare -A PIDS
+STATE=$(mktemp -d)
+trap 'rm -rf "$STATE"' EXIT
 start_stage() {
   local name=$1 budget=$2; shift 2
   local limit; limit=$(stage_timeout "$budget")
-  STARTED[$name]=$SECONDS
   PIDS[$name]=""
   if [ "$DRY" = 1 ]; then printf '[%s, %ss, in parallel] %s\n' "$name" "$limit" "$*"; return; fi
   if [ "$limit" -lt 5 ]; then record "$name" skipped 0 "out of time"; return; fi
   echo "== $name (timeout ${limit}s, in parallel)"
   printf '$ %s\n' "$*" > "$LOGS/$name.log"
-  timeout --kill-after=10 "$limit" "$@" >> "$LOGS/$name.log" 2>&1 &
+  (
+    start=$(date +%s)
+    timeout --kill-after=10 "$limit" "$@" >> "$LOGS/$name.log" 2>&1
+    rc=$?
+    echo $(($(date +%s) - start)) > "$STATE/$name.seconds"
+    exit $rc
+  ) &
   PIDS[$name]=$!
 }
 finish_stage() {  # RC=125: never started (out of time, already recorded)
-  RC=125
-  if [ -n "${PIDS[$1]}" ]; then wait "${PIDS[$1]}"; RC=$?; fi
+  RC=125 SECS=0
+  if [ -n "${PIDS[$1]}" ]; then wait "${PIDS[$1]}"; RC=$?; SECS=$(cat "$STATE/$1.seconds" 2>/dev/null || echo "?"); fi
 }
 
 elapsed_since() { echo $((SECONDS - $1)); }
@@ -194,13 +202,13 @@ build() {
   fi
 }
 
-# A pytest stage's summary row from its exit status and log (5: nothing collected).
+# A pytest stage's summary row from its exit status, duration and log (5: nothing collected).
 record_pytest() {
-  local name=$1 t=$2 line; line=$(pytest_line "$LOGS/$name.log")
-  if [ "$RC" -eq 0 ]; then record "$name" pass "$(elapsed_since "$t")" "$line"
-  elif timed_out "$RC"; then record "$name" fail "$(elapsed_since "$t")" "timed out; ${line:-no result line}"
-  elif [ "$RC" -eq 5 ]; then record "$name" fail "$(elapsed_since "$t")" "no tests collected"
-  else record "$name" fail "$(elapsed_since "$t")" "${line:-exit $RC, see logs/$name.log}"
+  local name=$1 secs=$2 line; line=$(pytest_line "$LOGS/$name.log")
+  if [ "$RC" -eq 0 ]; then record "$name" pass "$secs" "$line"
+  elif timed_out "$RC"; then record "$name" fail "$secs" "timed out; ${line:-no result line}"
+  elif [ "$RC" -eq 5 ]; then record "$name" fail "$secs" "no tests collected"
+  else record "$name" fail "$secs" "${line:-exit $RC, see logs/$name.log}"
   fi
 }
 
@@ -216,7 +224,7 @@ cuda_tests() {
     local line; line=$(pytest_line "$LOGS/cuda-tests.log")
     if [[ "$line" == *passed* ]] || [[ "$line" != *skipped* ]]; then RC=1; fi
   fi
-  record_pytest cuda-tests "$t"
+  record_pytest cuda-tests "$(elapsed_since "$t")"
 }
 
 SANITIZER_TOOLS=(memcheck racecheck synccheck)
@@ -259,15 +267,15 @@ checks() {
   [ "$DRY" = 1 ] && return
   if [ "$MODE" = gpu ] && wanted suite; then
     finish_stage suite
-    [ "$RC" -eq 125 ] || record_pytest suite "${STARTED[suite]}"
+    [ "$RC" -eq 125 ] || record_pytest suite "$SECS"
   fi
   local smoke_rc=""
   if wanted smoke; then
     finish_stage smoke
     smoke_rc=$RC
     if [ "$RC" -eq 125 ]; then :
-    elif [ "$RC" -eq 0 ]; then record smoke pass "$(elapsed_since "${STARTED[smoke]}")" "$(tail -1 "$LOGS/smoke.log")"
-    else record smoke fail "$(elapsed_since "${STARTED[smoke]}")" "$(grep -m1 -E '^FAIL|Error' "$LOGS/smoke.log" | cut -c1-90)"
+    elif [ "$RC" -eq 0 ]; then record smoke pass "$SECS" "$(tail -1 "$LOGS/smoke.log")"
+    else record smoke fail "$SECS" "$(grep -m1 -E '^FAIL|Error' "$LOGS/smoke.log" | cut -c1-90)"
     fi
   fi
   [ "$MODE" = gpu ] && [ -n "$sanitizer" ] || return 0
@@ -275,7 +283,7 @@ checks() {
     wanted "$tool" || continue
     finish_stage "$tool"
     [ "$RC" -eq 125 ] && continue
-    local log=$LOGS/$tool.log secs; secs=$(elapsed_since "${STARTED[$tool]}")
+    local log=$LOGS/$tool.log secs=$SECS
     local errors; errors=$(grep -m1 -E "ERROR SUMMARY" "$log" | sed -E 's/^=+ *//')
     if [ "$RC" -eq 0 ]; then record "$tool" pass "$secs" "${errors:-no errors}"
     elif [ "$RC" -eq 97 ]; then record "$tool" fail "$secs" "${errors:-errors found}, see logs/$tool.log"
