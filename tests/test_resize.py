@@ -350,6 +350,10 @@ def test_cuda_matches_cpu(seed):
                                rtol=0, atol=1e-6)
 
 
+# The CPU kernel follows PyTorch's kernel choice and its rounding on this CPU (common/linear_interp.h),
+# the CUDA kernel the fused separable form: a few ulps apart at most.
+CUDA_VS_CPU = dict(rtol=1e-6, atol=1e-6)
+
 
 @pytest.mark.cuda
 def test_cuda_resize_beyond_the_grid_row_limit(seed):
@@ -362,7 +366,7 @@ def test_cuda_resize_beyond_the_grid_row_limit(seed):
         ours = resize_bilinear(x.cuda(), (400, 40))
     finally:
         torch.use_deterministic_algorithms(False)
-    torch.testing.assert_close(ours.cpu(), resize_bilinear(x, (400, 40)), rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours.cpu(), resize_bilinear(x, (400, 40)), **CUDA_VS_CPU)
 
 
 @pytest.mark.cuda
@@ -373,12 +377,13 @@ def test_cuda_resize_and_preprocess_on_the_second_gpu(seed):
     x = torch.randn(2, 3, 37, 51)
     ours = resize_bilinear(x.to(device), (80, 107))
     assert ours.device == device
-    torch.testing.assert_close(ours.cpu(), resize_bilinear(x, (80, 107)), rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours.cpu(), resize_bilinear(x, (80, 107)), **CUDA_VS_CPU)
     images = random_images([(48, 64), (60, 80)])
     batch, sizes = preprocess_images([im.to(device) for im in images], 96, 160)
     ref, ref_sizes = preprocess_images(images, 96, 160)
     assert batch.device == device and sizes == ref_sizes
-    torch.testing.assert_close(batch.cpu(), ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(batch.cpu(), ref, **CUDA_VS_CPU)
+
 
 def test_module_takes_a_batch_tensor(seed):
     images = torch.rand(2, 3, 30, 40)
