@@ -350,6 +350,41 @@ def test_cuda_matches_cpu(seed):
                                rtol=0, atol=1e-6)
 
 
+# The CPU kernel follows PyTorch's kernel choice and its rounding on this CPU (common/linear_interp.h),
+# the CUDA kernel the fused separable form: a few ulps apart at most.
+CUDA_VS_CPU = dict(rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.cuda
+def test_cuda_resize_beyond_the_grid_row_limit(seed):
+    # [64, 3, 400, 40] out: 76,800 rows, more than a grid's 65,535 in y, so rows are walked by a
+    # grid-stride loop. New outputs are NaN-filled first (deterministic mode): an unwritten row
+    # shows.
+    x = torch.randn(64, 3, 157, 29)
+    torch.use_deterministic_algorithms(True)
+    try:
+        ours = resize_bilinear(x.cuda(), (400, 40))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    torch.testing.assert_close(ours.cpu(), resize_bilinear(x, (400, 40)), **CUDA_VS_CPU)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_cuda_resize_and_preprocess_on_the_second_gpu(seed):
+    # The current device stays cuda:0: the ops must run on their inputs' device (device guard).
+    device = torch.device("cuda", 1)
+    x = torch.randn(2, 3, 37, 51)
+    ours = resize_bilinear(x.to(device), (80, 107))
+    assert ours.device == device
+    torch.testing.assert_close(ours.cpu(), resize_bilinear(x, (80, 107)), **CUDA_VS_CPU)
+    images = random_images([(48, 64), (60, 80)])
+    batch, sizes = preprocess_images([im.to(device) for im in images], 96, 160)
+    ref, ref_sizes = preprocess_images(images, 96, 160)
+    assert batch.device == device and sizes == ref_sizes
+    torch.testing.assert_close(batch.cpu(), ref, **CUDA_VS_CPU)
+
+
 def test_module_takes_a_batch_tensor(seed):
     images = torch.rand(2, 3, 30, 40)
     ref, _ = TorchvisionTransform(64, 100, MEAN, STD).eval()(images)
