@@ -466,20 +466,23 @@ def test_cuda_multi_image_sync_free_and_graph_capturable(seed, B, proposals, val
     def run():
         return multi_image_nms(boxes, scores, 0.5, idxs=labels, valid=valid, max_output=max_output)
 
+    def run_sync_free():
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return run()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
     torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        eager = run()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            run()  # warm-up outside the capture, as torch.cuda.graphs recommends
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            captured = run()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+    eager = run_sync_free()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run()  # warm-up outside the capture, as torch.cuda.graphs recommends
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):  # (entering it synchronises, hence the debug mode inside)
+        captured = run_sync_free()
     expected = multi_image_nms(boxes.cpu(), scores.cpu(), 0.5, idxs=labels.cpu(), valid=valid.cpu(),
                                max_output=max_output)
     assert torch.equal(eager[0].cpu(), expected[0]) and torch.equal(eager[1].cpu(), expected[1])

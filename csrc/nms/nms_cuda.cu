@@ -18,11 +18,14 @@
 //  2. write_kept_kernel: per image, the flagged ranks in score order (that is,
 //     across classes) -> keep, at most max_output, -1 padded, and counts.
 //
-// Work per group of n candidates, k of them kept: < 32 n IoU tests for the
-// words' overlap bits, plus at most k x (alive candidates after each word),
-// n log n-free; as nms_cpu.cpp. Groups run in parallel, and so do the tiles
-// of a large group, except that a tile settles after its predecessor: a chain
-// of n / kNmsTile links of about kNmsTile^2 tests each.
+// Work per group of n candidates: at most 32 n IoU tests for the words' overlap
+// bits (64 x 64 / 2 per word), plus, per word, its kept boxes x the candidates
+// still alive after it (suppressed candidates are never tested again), as
+// nms_cpu.cpp; nothing across groups, images or invalid candidates. Groups run
+// in parallel, and so do the tiles of a large group, except that a tile settles
+// after its predecessor: a chain of n / kNmsTile links of at most kNmsTile^2
+// tests each, on one block. (torchvision tests all N^2 / 2 pairs of an image
+// and walks the N^2 / 64-word mask on the host.)
 // The IoU is torchvision's CPU expression in the box dtype (built with
 // -fmad=false), compared in that type with the host-converted threshold
 // (nms_threshold.h), so results equal the CPU kernel's.
