@@ -142,6 +142,7 @@ __device__ __forceinline__ int wait_settled(int32_t* status) {
     __nanosleep(64);
 #endif
   }
+  __threadfence();  // as cooperative groups' grid sync: the block reads what that tile wrote after this
   return settled - 1;
 }
 
