@@ -408,8 +408,9 @@ def test_cuda_large_groups_equal_cpu(seed, dtype):
         assert_cuda_equals_cpu(boxes, scores, threshold, max_output=300)
     boxes, scores, _, _ = random_case(1, 5000, dtype, grid=True)  # dense: almost all suppressed
     assert_cuda_equals_cpu(boxes, scores, 0.4)
-    boxes, scores = random_boxes(20000, size=4000.0, max_wh=20.0, dtype=dtype)  # sparse: almost all kept
-    assert torch.equal(nms(boxes.cuda(), scores.cuda(), 0.5).cpu(), nms(boxes, scores, 0.5))
+    if dtype == torch.float32:  # sparse: almost all kept, a chain of ~80 tiles (the CPU's fp16 is slow here)
+        boxes, scores = random_boxes(20000, size=4000.0, max_wh=20.0)
+        assert torch.equal(nms(boxes.cuda(), scores.cuda(), 0.5).cpu(), nms(boxes, scores, 0.5))
 
 
 @pytest.mark.cuda
