@@ -224,6 +224,22 @@ def test_an_empty_level_does_not_zero_the_others(seed, empty_shape):
     assert leaves["1"].grad.shape == features[1].shape
 
 
+def test_inferred_scales_with_an_empty_level(seed):
+    # torchvision infers scale 0 for an empty level; in the middle it pools as with any scale (its
+    # RoIs give zeros), as torchvision's does; at either end it cannot set the level range.
+    feats = fpn_features(2, 3, (64, 96))
+    feats["1"] = feats["1"][:, :, :0]
+    boxes = [random_boxes(6, (64, 96)), random_boxes(5, (64, 96))]
+    names = ["0", "1", "2", "3"]
+    ours, ref = MultiScaleRoIAlign(names, 3, 2), torchvision.ops.MultiScaleRoIAlign(names, 3, 2)
+    out = ours(feats, boxes, [(64, 96)] * 2)
+    assert ours.scales == [0.25, 0.0, 0.0625, 0.03125]
+    assert torch.equal(out, ref(feats, boxes, [(64, 96)] * 2))
+    feats["3"] = feats["3"][:, :, :0]
+    with pytest.raises(ValueError, match="pass scales"):
+        ours(feats, boxes, [(64, 96)] * 2)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_rois_on_an_empty_level_give_zeros_and_others_their_gradient(seed, dtype, layout):
