@@ -67,8 +67,9 @@ void check_half_type(const char* name) {
   for (const double t : thresholds) {
     const float converted = threshold_in<float>(t);
     const auto passed_float = values.end() - std::upper_bound(values.begin(), values.end(), converted);
-    const auto passed_double =
-        std::count_if(values.begin(), values.end(), [t](float v) { return static_cast<double>(v) > t; });
+    const auto passed_double = values.end() - std::upper_bound(values.begin(), values.end(), t, [](double a, float v) {
+                                 return a < static_cast<double>(v);
+                               });
     bad += passed_float != passed_double;
   }
   check(bad == 0, std::string("every ") + name + " IoU decided as in double, " + std::to_string(thresholds.size()) +
