@@ -123,9 +123,9 @@ def _check_inputs(images: List[Tensor], targets: Optional[List[Dict[str, Tensor]
 
 
 def _renamed(fn: types.FunctionType, name: str) -> types.FunctionType:
+    """A copy of ``fn`` called ``name``."""
     copy = types.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
-    copy.__kwdefaults__, copy.__annotations__ = fn.__kwdefaults__, dict(fn.__annotations__)
-    copy.__qualname__, copy.__doc__ = fn.__qualname__.rsplit(".", 1)[0] + "." + name, fn.__doc__
+    copy.__kwdefaults__, copy.__annotations__, copy.__doc__ = fn.__kwdefaults__, dict(fn.__annotations__), fn.__doc__
     return copy
 
 
@@ -146,8 +146,8 @@ class MaskRCNN(tv_mask_rcnn.MaskRCNN):
         for name, values in (("_static_mean", self.transform.image_mean), ("_static_std", self.transform.image_std)):
             self.register_buffer(name, torch.tensor(values).view(-1, 1, 1), persistent=False)
 
-    # GeneralizedRCNN's forward for forward below: TorchScript has no super(), and compiles a method
-    # under its function's name, so this is a copy of the function named as the attribute.
+    # GeneralizedRCNN's forward, for forward below: TorchScript has no super(), and compiles a
+    # method under its function's name, so the copy is named as the attribute.
     _generalized_rcnn_forward = _renamed(GeneralizedRCNN.forward, "_generalized_rcnn_forward")
 
     def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None):
