@@ -10,10 +10,12 @@ if _C is None:
     warnings.warn(f"{_loader._state['error']}\n(fastmask ops will raise this error when called)", RuntimeWarning)
 
 from . import ops  # noqa: E402
+from .ops._checks import BoxShapeError, BoxTypeError, NmsArgumentError, NmsTypeError  # noqa: E402
 
 _info = _loader.build_info()
 __version__ = _info.version if _info is not None else "0.1.0+unknown"
-__all__ = ["ops", "models", "patch_torchvision", "FastmaskBuildError", "__version__"]
+__all__ = ["ops", "models", "patch_torchvision", "FastmaskBuildError", "BoxShapeError", "BoxTypeError",
+           "NmsArgumentError", "NmsTypeError", "__version__"]
 
 
 def __getattr__(name):

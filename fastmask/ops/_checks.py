@@ -1,10 +1,55 @@
-"""Argument checks shared by the op wrappers: clear Python errors naming the argument."""
-from typing import List, Optional, Tuple, Union
+"""Argument checks shared by the op wrappers: clear Python errors naming the argument.
+
+Where torchvision raises another class for the same mistake (AssertionError for the shape of
+roi_align's boxes, RuntimeError for NMS arguments), the error is both: a caller's ``except``
+written for torchvision still catches it.
+"""
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
+import torch.fx
 from torch import Tensor
 
 _FEATURE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+class BoxShapeError(ValueError, AssertionError):
+    """RoI boxes of the wrong shape (torchvision's roi_align asserts)."""
+
+
+class BoxTypeError(TypeError, AssertionError):
+    """RoI boxes that are not a tensor or a list of tensors (torchvision's roi_align asserts)."""
+
+
+class NmsArgumentError(ValueError, RuntimeError):
+    """Bad NMS arguments: shapes, sizes (torchvision's nms raises RuntimeError)."""
+
+
+class NmsTypeError(TypeError, RuntimeError):
+    """NMS arguments of the wrong type (torchvision's nms raises RuntimeError)."""
+
+
+def traced_call(fn: Callable, *args):
+    """Under a torch.fx symbolic trace (a Proxy among the arguments, or in a list or dict of
+    them): ``fn(*args)`` as one graph node, as a torch.fx.wrap'ed function is traced. Else None.
+    torch.fx.wrap only intercepts calls through the defining module's globals; this makes the op
+    a leaf however it is reached (``from fastmask.ops import nms``, ``fastmask.ops.nms``, ...)."""
+    for arg in args:
+        items = arg.values() if isinstance(arg, dict) else arg if isinstance(arg, (list, tuple)) else (arg,)
+        for item in items:
+            if isinstance(item, torch.fx.Proxy):
+                return item.tracer.create_proxy("call_function", fn, args, {})
+    return None
+
+
+def call_nms_op(op: Callable, *args):
+    """Runs an NMS op, raising its argument errors as NmsArgumentError / NmsTypeError."""
+    try:
+        return op(*args)
+    except ValueError as exc:
+        raise NmsArgumentError(str(exc)) from None
+    except TypeError as exc:
+        raise NmsTypeError(str(exc)) from None
 
 
 def check_tensor(x, name: str) -> None:
@@ -20,25 +65,28 @@ def check_features(x: Tensor, name: str) -> None:
         raise TypeError(f"{name} must be float32, float64, float16 or bfloat16, got {x.dtype}")
 
 
-def _check_box_tensor(b: Tensor, name: str, columns: int) -> None:
+def _check_box_tensor(b: Tensor, name: str, columns: int, quantized: bool) -> None:
     if b.dim() != 2 or b.shape[1] != columns:
         layout = "(batch index, x1, y1, x2, y2)" if columns == 5 else "(x1, y1, x2, y2)"
-        raise ValueError(f"{name} must be a [K, {columns}] tensor {layout}, got shape {tuple(b.shape)}")
-    if not b.is_floating_point():
+        raise BoxShapeError(f"{name} must be a [K, {columns}] tensor {layout}, got shape {tuple(b.shape)}")
+    if quantized and not b.is_quantized:
+        raise ValueError(f"{name}: if input is quantized, rois must also be quantized")
+    if not quantized and not b.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {b.dtype}")
 
 
-def check_boxes(boxes: Union[Tensor, List[Tensor]]) -> None:
-    """torchvision's two box formats: a [K, 5] tensor or a list of [L_i, 4] tensors."""
+def check_boxes(boxes: Union[Tensor, List[Tensor]], quantized: bool = False) -> None:
+    """torchvision's two box formats: a [K, 5] tensor or a list of [L_i, 4] tensors; quantized
+    when the features are."""
     if isinstance(boxes, Tensor):
-        _check_box_tensor(boxes, "boxes", 5)
+        _check_box_tensor(boxes, "boxes", 5, quantized)
         return
     if not isinstance(boxes, (list, tuple)):
-        raise TypeError(f"boxes must be a [K, 5] Tensor or a list of [L, 4] Tensors, got {type(boxes).__name__}")
+        raise BoxTypeError(f"boxes must be a [K, 5] Tensor or a list of [L, 4] Tensors, got {type(boxes).__name__}")
     for i, b in enumerate(boxes):
         if not isinstance(b, Tensor):
-            raise TypeError(f"boxes[{i}] must be a Tensor, got {type(b).__name__}")
-        _check_box_tensor(b, f"boxes[{i}]", 4)
+            raise BoxTypeError(f"boxes[{i}] must be a Tensor, got {type(b).__name__}")
+        _check_box_tensor(b, f"boxes[{i}]", 4, quantized)
     devices = {b.device for b in boxes}
     if len(devices) > 1:
         raise ValueError(f"all boxes must be on one device, got {sorted(str(d) for d in devices)}")
@@ -58,11 +106,10 @@ def output_pair(output_size: Union[int, Tuple[int, int], List[int]]) -> Tuple[in
     return pair
 
 
-def resolve_deterministic(deterministic: Optional[bool]) -> bool:
-    """An explicit choice, else torch.use_deterministic_algorithms's setting."""
-    if deterministic is None:
-        return torch.are_deterministic_algorithms_enabled()
-    return bool(deterministic)
+def deterministic_flag(deterministic: Optional[bool]) -> bool:
+    """The op's `deterministic` argument: an explicit choice, else False, and the backward adds
+    torch.use_deterministic_algorithms's setting when it runs. TorchScript-compatible."""
+    return False if deterministic is None else deterministic
 
 
 def is_channels_last(x: Tensor) -> bool:

@@ -16,28 +16,46 @@ import torch
 from torch import Tensor
 
 from .._loader import check_device
-from ._checks import check_tensor
+from ._checks import call_nms_op, check_tensor, traced_call
 
 __all__ = ["nms", "batched_nms", "multi_image_nms"]
 
 
+# nms, batched_nms and multi_image_nms are leaves of torch.fx traces (one node each) and script
+# with TorchScript. Eager calls check their arguments in Python first; argument errors are
+# NmsArgumentError / NmsTypeError, which are also RuntimeErrors, as torchvision's.
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Indices (int64) of the boxes kept, by decreasing score. ``boxes``: ``[N, 4]`` (x1, y1, x2, y2),
-    float32/64/16 or bfloat16; ``scores``: ``[N]``. On CUDA it synchronises once, for the count."""
-    check_tensor(boxes, "boxes")
-    check_tensor(scores, "scores")
-    check_device(boxes.device)
-    return torch.ops.fastmask.nms(boxes, scores, float(iou_threshold))
+    float32/64/16 or bfloat16 (or per-tensor quantized, with quantized scores, as torchvision);
+    ``scores``: ``[N]``. On CUDA it synchronises once, for the count."""
+    if not torch.jit.is_scripting():
+        node = traced_call(nms, boxes, scores, iou_threshold)
+        if node is not None:
+            return node
+        check_tensor(boxes, "boxes")
+        check_tensor(scores, "scores")
+        check_device(boxes.device)
+        return call_nms_op(torch.ops.fastmask.nms, boxes, scores, float(iou_threshold))
+    return torch.ops.fastmask.nms(boxes, scores, iou_threshold)
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
     """Class-aware NMS: boxes with different ``idxs`` (``[N]`` integer class or level ids) never
-    suppress each other. Indices kept, by decreasing score."""
-    check_tensor(boxes, "boxes")
-    check_tensor(scores, "scores")
-    check_tensor(idxs, "idxs")
-    check_device(boxes.device)
-    return torch.ops.fastmask.batched_nms(boxes, scores, idxs, float(iou_threshold))
+    suppress each other. Indices kept, by decreasing score. No boxes (``boxes.numel() == 0``):
+    an empty index tensor, whatever the other arguments, as torchvision."""
+    if not torch.jit.is_scripting():
+        node = traced_call(batched_nms, boxes, scores, idxs, iou_threshold)
+        if node is not None:
+            return node
+        check_tensor(boxes, "boxes")
+    if boxes.numel() == 0:
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    if not torch.jit.is_scripting():
+        check_tensor(scores, "scores")
+        check_tensor(idxs, "idxs")
+        check_device(boxes.device)
+        return call_nms_op(torch.ops.fastmask.batched_nms, boxes, scores, idxs, float(iou_threshold))
+    return torch.ops.fastmask.batched_nms(boxes, scores, idxs, iou_threshold)
 
 
 def multi_image_nms(
@@ -64,9 +82,15 @@ def multi_image_nms(
         decreasing score, padded with ``-1``; ``counts``: ``[B]`` int64, how many are kept. Row ``b``
         equals ``torchvision.ops.batched_nms`` (or ``nms``) on image ``b``, truncated to ``max_output``.
     """
-    check_tensor(boxes, "boxes")
-    check_tensor(scores, "scores")
-    check_device(boxes.device)
-    if max_output is None:
-        max_output = boxes.shape[1] if boxes.dim() == 3 else 0
-    return torch.ops.fastmask.multi_image_nms(boxes, scores, idxs, valid, float(iou_threshold), int(max_output))
+    if not torch.jit.is_scripting():
+        node = traced_call(multi_image_nms, boxes, scores, iou_threshold, idxs, valid, max_output)
+        if node is not None:
+            return node
+        check_tensor(boxes, "boxes")
+        check_tensor(scores, "scores")
+        check_device(boxes.device)
+    limit = max_output if max_output is not None else (boxes.shape[1] if boxes.dim() == 3 else 0)
+    if not torch.jit.is_scripting():
+        return call_nms_op(torch.ops.fastmask.multi_image_nms, boxes, scores, idxs, valid, float(iou_threshold),
+                           int(limit))
+    return torch.ops.fastmask.multi_image_nms(boxes, scores, idxs, valid, iou_threshold, limit)

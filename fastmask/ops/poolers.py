@@ -1,25 +1,33 @@
 """MultiScaleRoIAlign: a drop-in for ``torchvision.ops.MultiScaleRoIAlign`` that pools
 every FPN level in one kernel launch (no Python loop over levels, no per-level
 ``torch.where`` / gather / scatter)."""
-import math
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
+import torch.fx
 from torch import Tensor, nn
 
 from .._loader import check_device
-from ._checks import check_boxes, check_features, output_pair, resolve_deterministic
+from ._checks import check_boxes, check_features, deterministic_flag, output_pair, traced_call
 from .roi_align import convert_boxes_to_roi_format, roi_align
 
 __all__ = ["MultiScaleRoIAlign", "infer_scales", "map_levels"]
 
 
+# infer_scales and the helpers below are leaves of torch.fx traces (as torchvision's poolers): a
+# traced model calls each as one node, so the features and boxes never meet a Proxy's limits.
 def infer_scales(features: List[Tensor], image_shapes: List[Tuple[int, int]]) -> List[float]:
     """Scale of each level: ``2 ** round(log2(feature height / padded image height))``, as torchvision."""
-    if not image_shapes:
+    if not torch.jit.is_scripting():
+        node = traced_call(infer_scales, features, image_shapes)
+        if node is not None:
+            return node
+    if len(image_shapes) == 0:
         raise ValueError("image_shapes must not be empty")
-    max_h = max(int(s[0]) for s in image_shapes)
-    scales = []
+    max_h = 0
+    for shape in image_shapes:
+        max_h = max(max_h, int(shape[0]))
+    scales: List[float] = []
     for f in features:
         approx = float(f.shape[-2]) / float(max_h)
         scales.append(2 ** float(torch.tensor(approx).log2().round()))
@@ -37,6 +45,58 @@ def map_levels(boxes: Tensor, k_min: int, k_max: int, canonical_scale: int = 224
     return lvls.to(torch.int64) - k_min
 
 
+def _filter_input(x: Dict[str, Tensor], featmap_names: List[str]) -> List[Tensor]:
+    """The features named in ``featmap_names``, in the dict's order (as torchvision)."""
+    if not torch.jit.is_scripting():
+        node = traced_call(_filter_input, x, featmap_names)
+        if node is not None:
+            return node
+    features: List[Tensor] = []
+    for name, f in x.items():
+        if name in featmap_names:
+            if not torch.jit.is_scripting():
+                check_features(f, f"x[{repr(name)}]")
+            features.append(f)
+    if len(features) == 0:
+        raise ValueError(f"none of featmap_names {featmap_names} is among the features {list(x.keys())}")
+    return features
+
+
+def _multiscale_roi_align(
+    features: List[Tensor],
+    boxes: List[Tensor],
+    scales: List[float],
+    output_size: Tuple[int, int],
+    sampling_ratio: int,
+    canonical_scale: int,
+    canonical_level: int,
+    deterministic: Optional[bool],
+) -> Tensor:
+    """Every level in one kernel call: each box pools from its FPN level."""
+    if not torch.jit.is_scripting():
+        node = traced_call(_multiscale_roi_align, features, boxes, scales, output_size, sampling_ratio,
+                           canonical_scale, canonical_level, deterministic)
+        if node is not None:
+            return node
+        check_device(features[0].device)
+        if isinstance(boxes, Tensor):
+            raise TypeError("boxes must be a list of [L, 4] tensors, one per image")
+        check_boxes(boxes)
+    if len(features) == 1:
+        return roi_align(features[0], boxes, output_size, scales[0], sampling_ratio, False, deterministic)
+    if len(boxes) == 0:
+        return features[0].new_zeros((0, features[0].shape[1], output_size[0], output_size[1]))
+    # torchvision's level range: log2 of the float32 scales
+    k_min = int(-torch.log2(torch.tensor(scales[0], dtype=torch.float32)))
+    k_max = int(-torch.log2(torch.tensor(scales[-1], dtype=torch.float32)))
+    rois = convert_boxes_to_roi_format(boxes)
+    levels = map_levels(rois[:, 1:], k_min, k_max, canonical_scale, canonical_level)
+    return torch.ops.fastmask.multi_level_roi_align(
+        features, rois, levels, scales, output_size[0], output_size[1], sampling_ratio, False,
+        deterministic_flag(deterministic),
+    )
+
+
 class MultiScaleRoIAlign(nn.Module):
     """Multi-level RoIAlign for FPN, as ``torchvision.ops.MultiScaleRoIAlign``: same constructor,
     same call ``(features: Dict[str, Tensor], boxes: List[Tensor[L, 4]], image_shapes)``, same
@@ -47,7 +107,12 @@ class MultiScaleRoIAlign(nn.Module):
     unless ``scales`` fixes them (one per level, e.g. ``[1/4, 1/8, 1/16, 1/32]``): inference from
     the largest unpadded image height goes wrong when batches are padded far beyond the images
     (a 16:9 image on a square 1024 canvas infers twice the true scales).
+    Scriptable with TorchScript; traced by torch.fx as three leaf calls (features, scales, pooling).
     """
+
+    fixed_scales: Optional[List[float]]
+    scales: Optional[List[float]]
+    deterministic: Optional[bool]
 
     def __init__(
         self,
@@ -70,32 +135,18 @@ class MultiScaleRoIAlign(nn.Module):
         self.canonical_scale = canonical_scale
         self.canonical_level = canonical_level
         self.deterministic = deterministic
-        self.scales: Optional[List[float]] = None
+        self.scales = None
 
     def forward(self, x: Dict[str, Tensor], boxes: List[Tensor], image_shapes: List[Tuple[int, int]]) -> Tensor:
-        features = [v for k, v in x.items() if k in self.featmap_names]
-        if not features:
-            raise ValueError(f"none of featmap_names {self.featmap_names} is among the features {list(x)}")
-        for name, f in zip(self.featmap_names, features):
-            check_features(f, f"x[{name!r}]")
-        check_device(features[0].device)
-        if isinstance(boxes, Tensor):
-            raise TypeError("boxes must be a list of [L, 4] tensors, one per image")
-        check_boxes(boxes)
-        self.scales = self.fixed_scales or infer_scales(features, image_shapes)
-        if len(features) == 1:
-            return roi_align(features[0], boxes, self.output_size, self.scales[0], self.sampling_ratio,
-                             deterministic=self.deterministic)
-        if len(boxes) == 0:
-            return features[0].new_zeros((0, features[0].shape[1]) + self.output_size)
-        k_min = int(-math.log2(self.scales[0]))
-        k_max = int(-math.log2(self.scales[-1]))
-        rois = convert_boxes_to_roi_format(boxes)
-        levels = map_levels(rois[:, 1:], k_min, k_max, self.canonical_scale, self.canonical_level)
-        return torch.ops.fastmask.multi_level_roi_align(
-            features, rois, levels, self.scales, self.output_size[0], self.output_size[1],
-            int(self.sampling_ratio), False, resolve_deterministic(self.deterministic),
-        )
+        features = _filter_input(x, self.featmap_names)
+        fixed_scales = self.fixed_scales
+        scales = fixed_scales if fixed_scales is not None else infer_scales(features, image_shapes)
+        if torch.jit.is_scripting():
+            self.scales = scales
+        elif not isinstance(scales, torch.fx.Proxy):  # a trace keeps no Proxy in the module
+            self.scales = scales
+        return _multiscale_roi_align(features, boxes, scales, self.output_size, self.sampling_ratio,
+                                     self.canonical_scale, self.canonical_level, self.deterministic)
 
     def __repr__(self) -> str:
         return (

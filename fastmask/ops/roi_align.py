@@ -6,13 +6,15 @@ of any floating dtype, a deterministic CUDA backward, and hardened inputs
 (non-finite boxes give zeros, bad batch indices raise on the CPU, sampling is
 bounded by the feature map rather than the box).
 """
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Union
 
 import torch
 from torch import Tensor, nn
+from torch.jit.annotations import BroadcastingList2
+from torch.nn.modules.utils import _pair
 
 from .._loader import check_device
-from ._checks import check_boxes, check_features, output_pair, resolve_deterministic
+from ._checks import check_boxes, check_features, check_tensor, deterministic_flag, output_pair, traced_call
 
 __all__ = ["roi_align", "RoIAlign", "convert_boxes_to_roi_format"]
 
@@ -24,8 +26,7 @@ def convert_boxes_to_roi_format(boxes: List[Tensor]) -> Tensor:
 
 
 def as_rois(boxes: Union[Tensor, List[Tensor]], features: Tensor) -> Tensor:
-    """Validates ``boxes`` and returns them as a ``[K, 5]`` tensor on the features' device."""
-    check_boxes(boxes)
+    """``boxes`` as a ``[K, 5]`` tensor (an empty list: no RoIs, in the features' dtype)."""
     if isinstance(boxes, Tensor):
         return boxes
     if len(boxes) == 0:
@@ -33,20 +34,30 @@ def as_rois(boxes: Union[Tensor, List[Tensor]], features: Tensor) -> Tensor:
     return convert_boxes_to_roi_format(boxes)
 
 
+def check_roi_align_inputs(input: Tensor, boxes: Union[Tensor, List[Tensor]]) -> None:
+    """The eager argument checks of roi_align (quantized features take quantized boxes)."""
+    check_tensor(input, "input")
+    check_device(input.device)
+    if not input.is_quantized:
+        check_features(input, "input")
+    check_boxes(boxes, quantized=input.is_quantized)
+
+
 def roi_align(
     input: Tensor,
     boxes: Union[Tensor, List[Tensor]],
-    output_size: Union[int, Tuple[int, int], List[int]],
+    output_size: BroadcastingList2[int],
     spatial_scale: float = 1.0,
     sampling_ratio: int = -1,
     aligned: bool = False,
-    *,
     deterministic: Optional[bool] = None,
 ) -> Tensor:
     """RoIAlign (Mask R-CNN), as ``torchvision.ops.roi_align``.
 
     Args:
-        input: features ``[N, C, H, W]`` (float32/64/16, bfloat16; NCHW or channels_last).
+        input: features ``[N, C, H, W]`` (float32/64/16, bfloat16; NCHW or channels_last), or
+            per-tensor quantized features of one image (quint8, qint8, qint32) with quantized boxes,
+            pooled as torchvision pools them.
         boxes: ``[K, 5]`` rois ``(batch index, x1, y1, x2, y2)`` or a list of ``[L_i, 4]`` boxes
             per image.
         output_size: ``(PH, PW)`` or an int.
@@ -59,24 +70,30 @@ def roi_align(
     Returns ``[K, C, PH, PW]`` in the dtype and memory format of ``input``. Boxes with a
     non-finite coordinate pool zeros and get no gradient. On the CPU a batch index outside
     ``[0, N)`` raises IndexError; on CUDA (where checking would sync with the host) such RoIs
-    pool zeros.
+    pool zeros. Scriptable with TorchScript; one node (a leaf) of torch.fx traces.
     """
-    check_features(input, "input")
-    check_device(input.device)
+    if not torch.jit.is_scripting():
+        node = traced_call(roi_align, input, boxes, output_size, spatial_scale, sampling_ratio, aligned, deterministic)
+        if node is not None:
+            return node
+        check_roi_align_inputs(input, boxes)
+        output_size = output_pair(output_size)
     rois = as_rois(boxes, input)
-    ph, pw = output_pair(output_size)
+    size = _pair(output_size)
     return torch.ops.fastmask.roi_align(
-        input, rois, float(spatial_scale), ph, pw, int(sampling_ratio), bool(aligned),
-        resolve_deterministic(deterministic),
+        input, rois, float(spatial_scale), size[0], size[1], int(sampling_ratio), bool(aligned),
+        deterministic_flag(deterministic),
     )
 
 
 class RoIAlign(nn.Module):
     """Module form of :func:`roi_align` (as ``torchvision.ops.RoIAlign``)."""
 
+    deterministic: Optional[bool]
+
     def __init__(
         self,
-        output_size: Union[int, Tuple[int, int], List[int]],
+        output_size: BroadcastingList2[int],
         spatial_scale: float,
         sampling_ratio: int,
         aligned: bool = False,
@@ -92,8 +109,7 @@ class RoIAlign(nn.Module):
 
     def forward(self, input: Tensor, rois: Union[Tensor, List[Tensor]]) -> Tensor:
         return roi_align(
-            input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned,
-            deterministic=self.deterministic,
+            input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned, self.deterministic
         )
 
     def __repr__(self) -> str:
