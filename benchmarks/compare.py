@@ -6,7 +6,14 @@
 
 Prints a table (op, workload, torchvision ms, fastmask ms, speed-up, max |difference|) and
 writes <device>-<date>.{md,json,png} under benchmarks/results/. Times are medians of
---repeats runs after warm-up (CUDA: CUDA events; CPU: perf_counter).
+--repeats runs after warm-up (CUDA: CUDA events; CPU: perf_counter); --case-budget-s caps the
+seconds spent timing one side of a case (at least 3 runs). On CUDA the table also gives
+fastmask's achieved bandwidth where an op is bound by memory traffic: the fewest bytes it must
+move (each input read once, each output written once) over its time, as a fraction of a large
+device-to-device copy measured at the start. The model rows on CUDA are eager inference at
+batch 1 and 8, and forward_static (plus mask pasting) replayed from a CUDA graph in float32
+and bfloat16 (torchvision in eager mode, under bfloat16 autocast for the bfloat16 row).
+A case that raises is reported and skipped; the exit status is then 1.
 """
 import argparse
 import copy
@@ -32,7 +39,7 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_pa
 from torchvision.models.detection.transform import GeneralizedRCNNTransform as TvTransform
 
 import fastmask
-from fastmask.engine.bench import detections_differ, model_pair, time_ms
+from fastmask.engine.bench import cuda_graph, detections_differ, model_pair, time_ms
 from fastmask.ops import (AnchorGenerator, BoxCoder, GeneralizedRCNNTransform, MultiScaleRoIAlign, batched_nms,
                           generate_proposals, multi_image_nms, nms, paste_masks_in_image, resize_bilinear, roi_align)
 
@@ -47,6 +54,9 @@ class Row:
     fastmask_ms: float
     speedup: float
     max_abs_diff: float
+    fastmask_gbs: Optional[float] = None  # CUDA, memory-bound cases: Case.bytes / fastmask time
+    copy_fraction: Optional[float] = None  # fastmask_gbs / the measured copy bandwidth
+    error: Optional[str] = None  # the case raised: times are NaN
 
 
 @dataclass
@@ -57,6 +67,31 @@ class Case:
     fastmask: Callable[[], object]
     # (torchvision result, fastmask result) -> the "max abs diff" column; default: tensors' max |a - b|
     compare: Optional[Callable[[object, object], float]] = None
+    # fastmask result -> the fewest bytes fastmask's op must move (inputs read once, outputs
+    # written once); None where the op is not bound by memory traffic (NMS, proposals, the model)
+    bytes: Optional[Callable[[object], int]] = None
+
+
+def nbytes(*tensors) -> int:
+    """Bytes of tensors, lists and dicts of tensors."""
+    total = 0
+    for t in tensors:
+        if isinstance(t, torch.Tensor):
+            total += t.numel() * t.element_size()
+        elif isinstance(t, dict):
+            total += nbytes(*t.values())
+        elif isinstance(t, (list, tuple)):
+            total += nbytes(*t)
+    return total
+
+
+def copy_bandwidth_gbs(device: torch.device, megabytes: int = 1024) -> float:
+    """A device-to-device copy of `megabytes`, in GB/s counting bytes read plus bytes written
+    (median of 20 after warm-up): the practical ceiling for memory-bound kernels."""
+    src = torch.rand(megabytes * 2**18, device=device)  # float32: 4 bytes each
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), device, 20, 3)
+    return 2 * nbytes(src) / (ms * 1e-3) / 1e9
 
 
 def max_abs_diff(ref: torch.Tensor, ours: torch.Tensor) -> float:
@@ -97,6 +132,16 @@ def detection_rois(num, batch, image_hw, device, seed=0):
     return torch.cat([idx, xy, xy + size], 1).to(device)
 
 
+def builds(*ops: str):
+    """Names the ops a case builder makes, so that --op can leave out building inputs for cases
+    it would drop (all_cases still filters the cases themselves by their own names)."""
+    def mark(builder):
+        builder.ops = ops
+        return builder
+    return mark
+
+
+@builds("roi_align forward", "roi_align backward", "roi_align backward (deterministic)")
 def roi_align_cases(device, dtype, channels_last):
     # The detection workload: 2 x 256 x 200 x 200 (P2 of an 800 x 800 image), 1000 RoIs, 7 x 7,
     # sampling_ratio 2, aligned, spatial_scale 1/4.
@@ -111,26 +156,29 @@ def roi_align_cases(device, dtype, channels_last):
     cases = [
         Case("roi_align forward", work,
              lambda: torchvision.ops.roi_align(x_f, rois, 7, 0.25, 2, True),
-             lambda: roi_align(x_f, rois, 7, 0.25, 2, True)),
+             lambda: roi_align(x_f, rois, 7, 0.25, 2, True), bytes=lambda out: nbytes(x_f, rois, out)),
     ]
     grad = torch.randn(1000, 256, 7, 7, generator=g).to(device=device, dtype=dtype)
     tv_bwd = lambda: torch.ops.torchvision._roi_align_backward(grad, rois, 0.25, 7, 7, 2, 256, 200, 200, 2, True)  # noqa: E731
     cases.append(Case("roi_align backward", work, tv_bwd,
                       lambda: torch.ops.fastmask.roi_align_backward(
-                          grad, rois, 0.25, 7, 7, 2, 256, 200, 200, 2, True, channels_last, False)))
+                          grad, rois, 0.25, 7, 7, 2, 256, 200, 200, 2, True, channels_last, False),
+                      bytes=lambda out: nbytes(grad, rois, out)))
     if device.type == "cuda":
         cases.append(Case("roi_align backward (deterministic)", work, tv_bwd,
                           lambda: torch.ops.fastmask.roi_align_backward(
-                              grad, rois, 0.25, 7, 7, 2, 256, 200, 200, 2, True, channels_last, True)))
+                              grad, rois, 0.25, 7, 7, 2, 256, 200, 200, 2, True, channels_last, True),
+                          bytes=lambda out: nbytes(grad, rois, out)))
     if device.type == "cuda" and not channels_last:
         m_rois = detection_rois(512, 2, (800, 800), device, seed=2)
         work14 = f"2x256x200x200 NCHW {dt}, 512 RoIs, 14x14, sr=2 (mask head)"
         cases.append(Case("roi_align forward", work14,
                           lambda: torchvision.ops.roi_align(x, m_rois, 14, 0.25, 2, True),
-                          lambda: roi_align(x, m_rois, 14, 0.25, 2, True)))
+                          lambda: roi_align(x, m_rois, 14, 0.25, 2, True), bytes=lambda out: nbytes(x, m_rois, out)))
     return cases
 
 
+@builds("MultiScaleRoIAlign forward", "MultiScaleRoIAlign forward+backward")
 def multiscale_cases(device, dtype):
     # torchvision's Mask R-CNN box head: FPN P2-P5 of a batch of 2 images padded to 800 x 1216,
     # 1000 proposals per image (eval), 7 x 7, sampling_ratio 2.
@@ -159,8 +207,12 @@ def multiscale_cases(device, dtype):
 
     return [
         Case("MultiScaleRoIAlign forward", work,
-             lambda: theirs(feats, boxes, image_shapes), lambda: ours(feats, boxes, image_shapes)),
-        Case("MultiScaleRoIAlign forward+backward", work, fwd_bwd(theirs, leaves_t), fwd_bwd(ours, leaves_f)),
+             lambda: theirs(feats, boxes, image_shapes), lambda: ours(feats, boxes, image_shapes),
+             bytes=lambda out: nbytes(feats, boxes, out)),
+        # Forward reads the features and writes the output; backward reads its gradient and
+        # writes the features' gradients.
+        Case("MultiScaleRoIAlign forward+backward", work, fwd_bwd(theirs, leaves_t), fwd_bwd(ours, leaves_f),
+             bytes=lambda out: 2 * nbytes(feats, out)),
     ]
 
 
@@ -174,6 +226,7 @@ def random_boxes(shape, image_hw, seed, device, min_size=16.0, max_size=400.0):
     return torch.cat([xy, xy + size], -1).to(device), scores.to(device)
 
 
+@builds("nms", "batched_nms", "multi_image_nms")
 def nms_cases(device):
     cases = []
     sizes = (1000, 10000, 20000, 100000) if device.type == "cuda" else (1000, 10000, 20000)
@@ -237,6 +290,7 @@ def proposals_mismatch(ref, ours) -> float:
     return float(differ)
 
 
+@builds("AnchorGenerator", "BoxCoder.decode", "anchors + proposals")
 def rpn_cases(device):
     """The RPN's post-processing at torchvision's defaults: FPN P2-P6, 3 anchors per location,
     per-level top-k, NMS 0.7. Images padded to 800 x 1216; random head outputs."""
@@ -255,12 +309,13 @@ def rpn_cases(device):
         work = f"{batch} image(s) 800x1216, FPN P2-P6, 3 anchors/location"
         if batch == batches[0]:
             cases.append(Case("AnchorGenerator", work, lambda: torch.stack(tv_gen(images, features)),
-                              lambda: torch.stack(ours_gen(images, features))))
+                              lambda: torch.stack(ours_gen(images, features)), bytes=nbytes))
             anchors = torch.cat(tv_gen(images, features))
             codes = torch.cat([d.permute(0, 2, 3, 1).reshape(-1, 4) for d in deltas])
             cases.append(Case("BoxCoder.decode", f"{len(anchors)} anchors (all of {work})",
                               lambda: tv_det_utils.BoxCoder((1.0,) * 4).decode_single(codes, anchors),
-                              lambda: BoxCoder((1.0,) * 4).decode_single(codes, anchors)))
+                              lambda: BoxCoder((1.0,) * 4).decode_single(codes, anchors),
+                              bytes=lambda out: nbytes(codes, anchors, out)))
         for mode, top_n in (("eval", 1000), ("train", 2000)):
             rpn = tv_rpn.RegionProposalNetwork(tv_gen, None, 0.7, 0.3, 256, 0.5, dict(training=top_n, testing=top_n),
                                                dict(training=top_n, testing=top_n), 0.7)
@@ -288,6 +343,7 @@ def image_list_diff(ref, ours) -> float:
     return max_abs_diff(ref.tensors, ours.tensors)
 
 
+@builds("preprocess (GeneralizedRCNNTransform)", "paste_masks_in_image", "resize_bilinear")
 def resize_cases(device):
     """Preprocessing (GeneralizedRCNNTransform, eval), pasting (100 masks, 1200 x 1200) and the
     plain bilinear resize, on the issue's workloads."""
@@ -307,22 +363,26 @@ def resize_cases(device):
             theirs = TvTransform(800, max_size, mean, std, **kwargs).eval()
             ours = GeneralizedRCNNTransform(800, max_size, mean, std, canvas_size=canvas).eval()
             cases.append(Case("preprocess (GeneralizedRCNNTransform)", f"{label} float CHW, {name}",
-                              lambda t=theirs, i=images: t(i)[0], lambda o=ours, i=images: o(i)[0], image_list_diff))
+                              lambda t=theirs, i=images: t(i)[0], lambda o=ours, i=images: o(i)[0], image_list_diff,
+                              bytes=lambda out, i=images: nbytes(i, out.tensors)))
         theirs = TvTransform(800, 1333, mean, std).eval()
         ours = GeneralizedRCNNTransform(800, 1333, mean, std).eval()
         cases.append(Case("preprocess (GeneralizedRCNNTransform)", f"{label} uint8 HWC (torchvision: /255 first)",
                           lambda t=theirs, d=decoded: t([im.permute(2, 0, 1).float() / 255 for im in d])[0],
-                          lambda o=ours, d=decoded: o(d)[0], image_list_diff))
+                          lambda o=ours, d=decoded: o(d)[0], image_list_diff,
+                          bytes=lambda out, d=decoded: nbytes(d, out.tensors)))
 
     masks = torch.rand(100, 1, 28, 28, generator=g).to(device)
     xy = torch.rand(100, 2, generator=g) * 900
     boxes = torch.cat([xy, xy + 10 + torch.rand(100, 2, generator=g) * 290], 1).to(device)
     work = "100 masks 28x28 into 1200x1200"
     cases.append(Case("paste_masks_in_image", work, lambda: tv_paste_masks_in_image(masks, boxes, (1200, 1200)),
-                      lambda: paste_masks_in_image(masks, boxes, (1200, 1200))))
+                      lambda: paste_masks_in_image(masks, boxes, (1200, 1200)),
+                      bytes=lambda out: nbytes(masks, boxes, out)))
     cases.append(Case("paste_masks_in_image", work + ", thresholded > 0.5 (bool)",
                       lambda: tv_paste_masks_in_image(masks, boxes, (1200, 1200)) > 0.5,
-                      lambda: paste_masks_in_image(masks, boxes, (1200, 1200), threshold=0.5)))
+                      lambda: paste_masks_in_image(masks, boxes, (1200, 1200), threshold=0.5),
+                      bytes=lambda out: nbytes(masks, boxes, out)))
 
     x = torch.rand(2, 3, 480, 640, generator=g).to(device)
     for layout in (torch.contiguous_format, torch.channels_last):
@@ -331,14 +391,15 @@ def resize_cases(device):
         cases.append(Case("resize_bilinear", f"2x3x480x640 {name} -> 800x1066",
                           lambda v=xl: torch.nn.functional.interpolate(v, size=(800, 1066), mode="bilinear",
                                                                        align_corners=False),
-                          lambda v=xl: resize_bilinear(v, (800, 1066))))
+                          lambda v=xl: resize_bilinear(v, (800, 1066)), bytes=lambda out, v=xl: nbytes(v, out)))
     return cases
 
 
+@builds("Mask R-CNN R50-FPN inference", "Mask R-CNN R50-FPN inference (fastmask channels_last)")
 def model_cases(device):
     # End to end: torchvision's maskrcnn_resnet50_fpn against fastmask's, the same random weights,
-    # 2 images 480x640 and 600x800 (resized to a short side of 800), eval mode. box_score_thresh=0
-    # keeps every detection (random weights score ~1/91), so the box NMS and the mask head do full work.
+    # eval mode. box_score_thresh=0 keeps every detection (random weights score ~1/91), so the box
+    # NMS and the mask head do full work.
     @functools.lru_cache(maxsize=None)
     def models():
         # Built on first use (the untimed reference call), not when --op leaves these rows out.
@@ -348,20 +409,92 @@ def model_cases(device):
         return reference, ours, copy.deepcopy(ours).to(memory_format=torch.channels_last)
 
     g = torch.Generator().manual_seed(5)
-    images = [torch.rand(3, 480, 640, generator=g).to(device), torch.rand(3, 600, 800, generator=g).to(device)]
-    work = "2 images 480x640 + 600x800, random weights, box_score_thresh=0"
-    return [Case("Mask R-CNN R50-FPN inference", work, lambda: models()[0](images), lambda: models()[1](images),
-                 detections_differ),
-            Case("Mask R-CNN R50-FPN inference (fastmask channels_last)", work, lambda: models()[0](images),
-                 lambda: models()[2](images), detections_differ)]
+    if device.type != "cuda":
+        # 2 images 480x640 and 600x800 (resized to a short side of 800).
+        images = [torch.rand(3, 480, 640, generator=g).to(device), torch.rand(3, 600, 800, generator=g).to(device)]
+        work = "2 images 480x640 + 600x800, random weights, box_score_thresh=0"
+        return [Case("Mask R-CNN R50-FPN inference", work, lambda: models()[0](images), lambda: models()[1](images),
+                     detections_differ),
+                Case("Mask R-CNN R50-FPN inference (fastmask channels_last)", work, lambda: models()[0](images),
+                     lambda: models()[2](images), detections_differ)]
+
+    @functools.lru_cache(maxsize=None)
+    def bf16_model():
+        return copy.deepcopy(models()[1]).to(torch.bfloat16)
+
+    cases = []
+    for batch in (1, 8):
+        # Images at the network's input size (800 x 1216: torchvision's transform keeps it), so
+        # forward_static sees what forward sees after its transform.
+        images = [torch.rand(3, 800, 1216, generator=g).to(device) for _ in range(batch)]
+        work = f"{batch} image(s) 800x1216, random weights, box_score_thresh=0"
+
+        def torchvision_eager(images=images):
+            return models()[0](images)
+
+        def torchvision_autocast(images=images):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return models()[0](images)
+
+        cases.append(Case("Mask R-CNN R50-FPN inference", f"{work}, eager", torchvision_eager,
+                          lambda images=images: models()[1](images), detections_differ))
+        for dtype, reference, versus in ((torch.float32, torchvision_eager, "torchvision eager"),
+                                         (torch.bfloat16, torchvision_autocast, "torchvision eager, bf16 autocast")):
+            dt = str(dtype).replace("torch.", "")
+            cases.append(Case("Mask R-CNN R50-FPN inference",
+                              f"{work}, fastmask forward_static + paste, CUDA graph, {dt} (vs {versus})", reference,
+                              static_inference(lambda d=dtype: models()[1] if d == torch.float32 else bf16_model(),
+                                               torch.stack(images).to(dtype)),
+                              static_detections_differ))
+    return cases
 
 
-def all_cases(device: torch.device) -> List[Case]:
-    cases = roi_align_cases(device, torch.float32, False) + roi_align_cases(device, torch.float32, True)
-    if device.type == "cuda":
-        cases += roi_align_cases(device, torch.bfloat16, False) + roi_align_cases(device, torch.bfloat16, True)
-    return (cases + multiscale_cases(device, torch.float32) + nms_cases(device) + rpn_cases(device)
-            + resize_cases(device) + model_cases(device))
+def static_inference(model: Callable[[], torch.nn.Module], images: torch.Tensor) -> Callable[[], object]:
+    """forward_static on ``images`` plus the pasting of every detection row into the image (fixed
+    shapes: [B D, 1, H, W]), captured into a CUDA graph on the first call; later calls replay it.
+    Returns (forward_static's outputs, pasted masks)."""
+    replay = []
+
+    def step():
+        out = model().forward_static(images)
+        rows = out["valid"].numel()
+        masks = paste_masks_in_image(out["masks"].reshape(rows, 1, *out["masks"].shape[-2:]),
+                                     out["boxes"].reshape(rows, 4), tuple(images.shape[-2:]))
+        return out, masks
+
+    def run():
+        if not replay:
+            replay.append(cuda_graph(step)[0])
+        return replay[0]()
+
+    return run
+
+
+def static_detections_differ(reference, ours) -> float:
+    """detections_differ on the valid rows of forward_static's outputs (compared in float32)."""
+    out, _ = ours
+    valid = out["valid"]
+    rows = [{key: out[key][b][valid[b]] for key in ("boxes", "scores", "labels")} for b in range(len(valid))]
+    as_float = [[{k: v.float() if v.is_floating_point() else v for k, v in d.items()} for d in ds] for ds in (reference, rows)]
+    return detections_differ(*as_float)
+
+
+def all_cases(device: torch.device, op: str = "") -> List[Case]:
+    """Every case (on CUDA more dtypes and sizes), or those whose op name contains `op`."""
+    def wanted(builder):
+        return any(op.lower() in name.lower() for name in builder.ops)
+
+    dtypes = (torch.float32, torch.bfloat16) if device.type == "cuda" else (torch.float32,)
+    cases = []
+    if wanted(roi_align_cases):
+        for dtype in dtypes:
+            cases += roi_align_cases(device, dtype, False) + roi_align_cases(device, dtype, True)
+    if wanted(multiscale_cases):
+        cases += multiscale_cases(device, torch.float32)
+    for builder in (nms_cases, rpn_cases, resize_cases, model_cases):
+        if wanted(builder):
+            cases += builder(device)
+    return [c for c in cases if op.lower() in c.op.lower()]
 
 
 def git_commit() -> str:
@@ -406,33 +539,47 @@ def plot(rows: List[Row], path: str, title: str) -> None:
     plt.close(fig)
 
 
+def table(rows: List[Row], bandwidth: bool) -> str:
+    header = "| op | workload | torchvision ms | fastmask ms | speed-up | max abs diff |"
+    rule = "|---|---|---:|---:|---:|---:|"
+    if bandwidth:
+        header += " fastmask GB/s (of copy) |"
+        rule += "---:|"
+    lines = [header, rule]
+    for r in rows:
+        line = (f"| {r.op} | {r.workload} | {r.torchvision_ms:.2f} | {r.fastmask_ms:.2f} | {r.speedup:.2f}x | "
+                f"{r.max_abs_diff:.2e} |")
+        if r.error:
+            line = f"| {r.op} | {r.workload} | - | - | - | FAILED: {r.error} |"
+        if bandwidth:
+            line += f" {r.fastmask_gbs:.0f} ({r.copy_fraction:.0%}) |" if r.fastmask_gbs else " - |"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--op", default="", help="only ops whose name contains this")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (default: 5 CPU, 50 CUDA)")
     parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--case-budget-s", type=float, default=None,
+                        help="stop timing one side of a case after this many seconds (at least 3 runs)")
     parser.add_argument("--out", default=os.path.join(HERE, "results"), help="folder for the table, raw numbers and plot")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     repeats = args.repeats or (50 if device.type == "cuda" else 5)
     warmup = args.warmup if args.warmup is not None else (10 if device.type == "cuda" else 1)
+    copy_gbs = copy_bandwidth_gbs(device) if device.type == "cuda" else None
+    if copy_gbs:
+        print(f"device-to-device copy: {copy_gbs:.0f} GB/s (bytes read + written)", flush=True)
 
-    cases = [c for c in all_cases(device) if args.op.lower() in c.op.lower()]
+    cases = all_cases(device, args.op)
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
         def tqdm(x, **_):
             return x
-
-    rows = []
-    for case in tqdm(cases, desc="benchmarking", unit="case", file=sys.stderr):
-        with torch.no_grad() if "backward" not in case.op else torch.enable_grad():
-            ref, ours = case.torchvision(), case.fastmask()
-            diff = (case.compare or max_abs_diff)(ref, ours)
-            t_tv = time_ms(case.torchvision, device, repeats, warmup)
-            t_fm = time_ms(case.fastmask, device, repeats, warmup)
-        rows.append(Row(case.op, case.workload, t_tv, t_fm, t_tv / t_fm, diff))
 
     meta = {
         "device": device_name(device),
@@ -442,29 +589,57 @@ def main(argv=None) -> int:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "repeats": repeats,
         "warmup": warmup,
+        "case_budget_s": args.case_budget_s,
+        "copy_gbs": copy_gbs,
     }
-    header = "| op | workload | torchvision ms | fastmask ms | speed-up | max abs diff |\n|---|---|---:|---:|---:|---:|\n"
-    table = header + "".join(
-        f"| {r.op} | {r.workload} | {r.torchvision_ms:.2f} | {r.fastmask_ms:.2f} | {r.speedup:.2f}x | {r.max_abs_diff:.2e} |\n"
-        for r in rows
-    )
     title = f"{meta['device']} | torch {meta['torch']} | fastmask {meta['fastmask_commit']} | {meta['date']}"
-    print(f"\n{title}\n\n{table}")
-
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"{device.type}-{datetime.date.today().isoformat()}")
-    with open(stem + ".md", "w") as f:
-        f.write(f"# fastmask vs torchvision\n\n{title}\n\nMedian of {repeats} runs after {warmup} warm-up. "
-                "For NMS and proposal rows the last column counts the images whose kept boxes differ from "
-                "torchvision's (as sets and score sequences: torchvision's per-class path orders ties "
-                "arbitrarily; proposal boxes to 1e-3 px); for the Mask R-CNN rows, the images whose "
-                "detections differ.\n\n"
-                f"{table}")
-    with open(stem + ".json", "w") as f:
-        json.dump({"meta": meta, "rows": [asdict(r) for r in rows]}, f, indent=2)
-    plot(rows, stem + ".png", title)
+
+    def write(rows):  # after every case, so a run cut short keeps what it measured
+        with open(stem + ".md", "w") as f:
+            f.write(f"# fastmask vs torchvision\n\n{title}\n\nMedian of {repeats} runs after {warmup} warm-up"
+                    + (f" (at most {args.case_budget_s:g} s of runs per side)" if args.case_budget_s else "")
+                    + ". For NMS and proposal rows the last column counts the images whose kept boxes differ from "
+                    "torchvision's (as sets and score sequences: torchvision's per-class path orders ties "
+                    "arbitrarily; proposal boxes to 1e-3 px); for the Mask R-CNN rows, the images whose "
+                    "detections differ."
+                    + (f" GB/s: the fewest bytes the op must move over fastmask's time, and its fraction of a "
+                       f"device-to-device copy ({copy_gbs:.0f} GB/s here)." if copy_gbs else "")
+                    + f"\n\n{table(rows, copy_gbs is not None)}")
+        with open(stem + ".json", "w") as f:
+            json.dump({"meta": meta, "rows": [asdict(r) for r in rows]}, f, indent=2)
+
+    rows, baseline = [], (None, None, None)  # (torchvision callable, its result, its time)
+    for case in tqdm(cases, desc="benchmarking", unit="case", file=sys.stderr):
+        try:
+            with torch.no_grad() if "backward" not in case.op else torch.enable_grad():
+                # A torchvision baseline shared by consecutive cases (the model rows) runs once.
+                if baseline[0] is not case.torchvision:
+                    baseline = (None, None, None)  # frees the last result first
+                    ref = case.torchvision()
+                    baseline = (case.torchvision, ref,
+                                time_ms(case.torchvision, device, repeats, warmup, args.case_budget_s))
+                _, ref, t_tv = baseline
+                ours = case.fastmask()
+                diff = (case.compare or max_abs_diff)(ref, ours)
+                t_fm = time_ms(case.fastmask, device, repeats, warmup, args.case_budget_s)
+            row = Row(case.op, case.workload, t_tv, t_fm, t_tv / t_fm, diff)
+            if copy_gbs and case.bytes is not None:
+                row.fastmask_gbs = case.bytes(ours) / (t_fm * 1e-3) / 1e9
+                row.copy_fraction = row.fastmask_gbs / copy_gbs
+        except Exception as exc:  # noqa: BLE001 - reported in the table; the other cases still run
+            row = Row(case.op, case.workload, math.nan, math.nan, math.nan, math.nan,
+                      error=f"{type(exc).__name__}: {exc}".splitlines()[0][:200])
+            print(f"FAILED {case.op} | {case.workload}: {row.error}", file=sys.stderr, flush=True)
+        rows.append(row)
+        write(rows)
+
+    print(f"\n{title}\n\n{table(rows, copy_gbs is not None)}")
+    if any(not r.error for r in rows):
+        plot([r for r in rows if not r.error], stem + ".png", title)
     print(f"wrote {stem}.md, .json, .png")
-    return 0
+    return 1 if any(r.error for r in rows) else 0
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ TestRoIAlign, TestMultiScaleRoIAlign and TestNMS classes run twice on the CPU, e
 fresh pytest process: once as they are, once with torchvision's roi_align, RoIAlign,
 MultiScaleRoIAlign, nms and batched_nms replaced by fastmask's everywhere the tests reach them
 (the torchvision.ops attributes and the torchvision.ops.roi_align / poolers / boxes modules, so
-torchvision's own helpers such as _batched_nms_vanilla call fastmask's nms too). It prints how
+torchvision's own helpers such as _batched_nms_vanilla call fastmask's nms too), and with the
+opcheck tests torchvision generates checking the fastmask ops the tests call. It prints how
 many tests pass on torchvision, which of those fail with fastmask, and exits 1 if any does.
 
 This file is also the pytest plugin of those runs (``-p torchvision_conformance``): it registers
@@ -55,11 +56,25 @@ def swap_in_fastmask():
             setattr(module, name, getattr(fastmask.ops, name))
 
 
+def check_fastmask_ops_too():
+    """The opcheck tests torchvision generates (schema, autograd registration, fake tensor, AOT
+    dispatch) intercept the ops of its namespace; with the swap they check fastmask's ops too."""
+    import torch.testing._internal.optests as optests
+
+    generate = optests.generate_opcheck_tests
+
+    def generate_for_fastmask_too(testcase, namespaces, *args, **kwargs):
+        return generate(testcase, list(namespaces) + ["fastmask"], *args, **kwargs)
+
+    optests.generate_opcheck_tests = generate_for_fastmask_too
+
+
 def pytest_configure(config):
     for marker in ("needs_cuda", "needs_mps", "opcheck_only_one", "dont_collect"):
         config.addinivalue_line("markers", f"{marker}: torchvision's test marker")
-    if os.environ.get(SWAP_ENV) == "1":
-        swap_in_fastmask()  # before the test module imports torchvision.ops
+    if os.environ.get(SWAP_ENV) == "1":  # before the test module is imported
+        swap_in_fastmask()
+        check_fastmask_ops_too()
 
 
 def pytest_collection_modifyitems(items):

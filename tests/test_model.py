@@ -275,3 +275,58 @@ def test_forward_static_matches_forward_and_compiles():
         model.forward_static(torch.rand(3, 96, 128))
     with pytest.raises(RuntimeError, match="eval"):
         model.train().forward_static(batch)
+
+
+@pytest.mark.cuda
+def test_cuda_forward_static_without_sync_and_graph_replay_equals_eager():
+    # Real sizes (2 images 800 x 1344, torchvision's test settings), small random weights:
+    # forward_static must not wait for the device, and must capture into a CUDA graph whose
+    # replay on new images equals an eager call on them, bit for bit (the same kernels in the
+    # same order; random weights score detections nearly alike, so any difference would reorder them).
+    from fastmask.engine.bench import cuda_graph
+
+    torch.manual_seed(0)
+    model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=5, box_score_thresh=0.0)
+    model = model.eval().cuda()
+    images = torch.rand(2, 3, 800, 1344, device="cuda")
+    with torch.no_grad():
+        model.forward_static(images)  # first calls initialise cuDNN and cuBLAS, which may sync
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            eager = model.forward_static(images)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        replay, captured = cuda_graph(lambda: model.forward_static(images))
+        assert int(eager["valid"].sum()) > 0
+        images.copy_(torch.rand(2, 3, 800, 1344))
+        replay()
+        reference = model.forward_static(images)
+    assert set(captured) == set(reference) == {"boxes", "scores", "labels", "masks", "valid"}
+    for key, value in reference.items():
+        assert torch.equal(captured[key], value), key
+    assert not torch.equal(captured["scores"], eager["scores"])  # the replay saw the new images
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_cuda_model_on_the_second_gpu():
+    # The current device stays cuda:0: every op of the model (transform, anchors, proposals, NMS,
+    # multi-level RoIAlign forward and backward, pasting) must run on its inputs' device.
+    torch.manual_seed(0)
+    model = maskrcnn_resnet50_fpn(**SMALL)
+    first, second = torch.device("cuda", 0), torch.device("cuda", 1)
+    on_first, on_second = copy.deepcopy(model).to(first).eval(), copy.deepcopy(model).to(second).eval()
+    with torch.no_grad():
+        ref = on_first([im.to(first) for im in images()])
+        ours = on_second([im.to(second) for im in images()])
+    assert ours[0]["boxes"].device == second
+    assert_same_detections([{k: v.cpu() for k, v in r.items()} for r in ref],
+                           [{k: v.cpu() for k, v in o.items()} for o in ours])
+    on_second.train()
+    torch.manual_seed(123)
+    losses = on_second([im.to(second) for im in images()],
+                       [{k: v.to(second) for k, v in t.items()} for t in targets()])
+    sum(losses.values()).backward()
+    grads = [p.grad for p in on_second.parameters() if p.grad is not None]
+    assert grads and all(g.device == second and torch.isfinite(g).all() for g in grads)

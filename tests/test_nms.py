@@ -1,11 +1,17 @@
 """NMS against torchvision (bit for bit) and a pure-PyTorch reference, edge cases, bad input."""
 import math
+import os
+import pathlib
+import shutil
+import subprocess
 
+import numpy as np
 import pytest
 import torch
 import torchvision
 
 from fastmask.ops import batched_nms, multi_image_nms, nms
+from nms_cases import random_case
 
 
 def random_boxes(n, size=200.0, max_wh=60.0, dtype=torch.float32, ties=False):
@@ -237,7 +243,125 @@ def test_bad_input_raises_clear_errors(call, exc, match):
         call(boxes, scores)
 
 
+# ----------------------------------------------------------------------------- threshold
+# The kernels compare the IoU in its own type with threshold_in (csrc/nms/nms_threshold.h), which
+# must decide every IoU as torchvision's double comparison does.
+
+
+@pytest.fixture(scope="module")
+def threshold_in(tmp_path_factory):
+    """threshold_in<float> and threshold_in<double> of an array of thresholds, from the header
+    itself, compiled here (tests/nms_threshold_dump.cpp)."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if not (root / "csrc" / "nms" / "nms_threshold.h").exists() or compiler is None:
+        pytest.skip("needs the source tree and a C++ compiler")
+    exe = tmp_path_factory.mktemp("nms") / "nms_threshold_dump"
+    subprocess.run([compiler, "-std=c++17", "-O2", f"-I{root / 'csrc'}", str(root / "tests" / "nms_threshold_dump.cpp"),
+                    "-o", str(exe)], check=True)
+
+    def convert(thresholds):
+        thresholds = np.ascontiguousarray(thresholds, dtype=np.float64)
+        out = subprocess.run([str(exe)], input=thresholds.tobytes(), capture_output=True, check=True).stdout
+        pairs = np.frombuffer(out, dtype=np.dtype([("f32", "<f4"), ("f64", "<f8")], align=False))
+        assert len(pairs) == len(thresholds)
+        return pairs["f32"], pairs["f64"]
+
+    return convert
+
+
+SPECIAL_THRESHOLDS = [0.0, -0.0, 0.5, 1.0, math.inf, -math.inf, math.nan, 1e300, -1e300, 1.7976931348623157e308,
+                      -1.7976931348623157e308, 5e-324, -5e-324, 3.4028234663852886e38, -3.4028234663852886e38,
+                      3.4028235677973366e38, 3.4028236e38, -3.4028236e38, 1e-45, 7e-46, -7e-46, 1.5e-45]
+
+
+def critical_thresholds(values):
+    """Each finite value, its double neighbours, and the midpoints between consecutive values."""
+    v = np.unique(values[np.isfinite(values)].astype(np.float64))
+    return np.concatenate([v, np.nextafter(v, np.inf), np.nextafter(v, -np.inf), v[:-1] / 2 + v[1:] / 2,
+                           SPECIAL_THRESHOLDS])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_threshold_conversion_exhaustive_for_half_types(threshold_in, dtype):
+    # Every fp16/bf16 value (the IoUs those kernels compare, as floats) against thresholds at and
+    # around each of them: for every threshold, the IoUs the float comparison passes are exactly
+    # those the double comparison passes (NaN passes neither).
+    values = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype).float().numpy()
+    thresholds = critical_thresholds(values)
+    t32, _ = threshold_in(thresholds)
+    ordered = np.sort(values[~np.isnan(values)])
+    passed_float = len(ordered) - np.searchsorted(ordered, t32, side="right")
+    passed_double = len(ordered) - np.searchsorted(ordered.astype(np.float64), thresholds, side="right")
+    bad = np.nonzero(passed_float != passed_double)[0]
+    assert len(bad) == 0, [(thresholds[i], t32[i]) for i in bad[:5]]
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_threshold_conversion_dense(threshold_in, bits):
+    # Both comparisons are monotone in the IoU x, so they agree for every x iff the converted t
+    # itself does not pass (double(t) <= threshold) and the next value up does. Thresholds at,
+    # around and between random values of every magnitude, then a direct check on random x.
+    rng = np.random.default_rng(0)
+    ftype, itype = (np.float32, np.uint32) if bits == 32 else (np.float64, np.uint64)
+    values = rng.integers(0, np.iinfo(itype).max, 200_000, dtype=itype, endpoint=True).view(ftype)
+    thresholds = np.concatenate([critical_thresholds(values), rng.uniform(-2, 2, 50_000)])
+    t32, t64 = threshold_in(thresholds)
+    t = t32 if bits == 32 else t64
+    with np.errstate(invalid="ignore", over="ignore"):
+        assert np.array_equal(np.isnan(t), np.isnan(thresholds))
+        ok = ~np.isnan(thresholds)
+        t, thr = t[ok], thresholds[ok]
+        assert (t.astype(np.float64) <= thr).all()
+        up = np.nextafter(t, ftype(np.inf))
+        assert ((up.astype(np.float64) > thr) | (t == np.inf)).all()
+        x = np.concatenate([values[:2000], t[:2000], up[:2000], [0.0, -0.0, np.inf, -np.inf]]).astype(ftype)
+        assert np.array_equal(x[:, None] > t[None, :3000], x[:, None].astype(np.float64) > thr[None, :3000])
+
+
+def iou_pairs(count, dtype, device="cpu"):
+    """[count, 2, 4] pairs of overlapping boxes, one pair per image, and the IoU of each pair as
+    the kernels compute it (torchvision's expression in dtype, every result rounded to it)."""
+    a = torch.rand(count, 2) * 50
+    b = a + torch.randn(count, 2) * 3
+    wh_a, wh_b = torch.rand(count, 2) * 20 + 1, torch.rand(count, 2) * 20 + 1
+    boxes = torch.stack([torch.cat([a, a + wh_a], 1), torch.cat([b, b + wh_b], 1)], 1).to(dtype)
+    x1, y1, x2, y2 = boxes.unbind(2)
+    area = (x2 - x1) * (y2 - y1)
+    w = (torch.minimum(x2[:, 0], x2[:, 1]) - torch.maximum(x1[:, 0], x1[:, 1])).clamp(min=0)
+    h = (torch.minimum(y2[:, 0], y2[:, 1]) - torch.maximum(y1[:, 0], y1[:, 1])).clamp(min=0)
+    inter = w * h
+    ovr = inter / (area[:, 0] + area[:, 1] - inter)
+    return boxes.to(device), ovr.double()
+
+
+def check_threshold_decisions(dtype, device):
+    # Through the op: for thresholds at, just around and between IoU values that occur, the second
+    # box of a pair is suppressed exactly when double(IoU) > threshold.
+    boxes, ovr = iou_pairs(500, dtype, device)
+    scores = torch.tensor([0.9, 0.8], dtype=dtype, device=device).expand(len(boxes), 2)
+    picked = ovr[ovr > 0][:25].numpy()
+    neighbours = [np.float32] + ([np.float16] if dtype == torch.float16 else [])
+    thresholds = [picked, np.nextafter(picked, np.inf), np.nextafter(picked, -np.inf)]
+    if dtype != torch.float64:
+        for t in neighbours:
+            v = picked.astype(t)
+            thresholds += [(v.astype(np.float64) + np.nextafter(v, t(np.inf))) / 2,
+                           (v.astype(np.float64) + np.nextafter(v, t(-np.inf))) / 2]
+    for threshold in np.concatenate(thresholds).tolist():
+        keep, counts = multi_image_nms(boxes, scores, threshold)
+        expected = torch.where(ovr > threshold, 1, 2)
+        assert torch.equal(counts.cpu(), expected), threshold
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_threshold_decisions_through_the_op(seed, dtype):
+    check_threshold_decisions(dtype, "cpu")
+
+
 # ----------------------------------------------------------------------------- CUDA
+# The CUDA kernels' index logic is also emulated and tested without a GPU in
+# test_nms_cuda_emulation.py.
 
 
 @pytest.mark.cuda
@@ -251,6 +375,55 @@ def test_cuda_equals_cpu(seed, dtype):
             batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), threshold).cpu(),
             batched_nms(boxes, scores, idxs, threshold),
         )
+
+
+def assert_cuda_equals_cpu(boxes, scores, threshold, idxs=None, valid=None, max_output=None):
+    expected = multi_image_nms(boxes, scores, threshold, idxs=idxs, valid=valid, max_output=max_output)
+    cuda = [t.cuda() if t is not None else None for t in (boxes, scores, idxs, valid)]
+    keep, counts = multi_image_nms(cuda[0], cuda[1], threshold, idxs=cuda[2], valid=cuda[3], max_output=max_output)
+    assert torch.equal(counts.cpu(), expected[1])
+    assert torch.equal(keep.cpu(), expected[0])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("N", [1, 63, 64, 65, 128, 129])
+def test_cuda_multi_image_equals_cpu(seed, dtype, N):
+    boxes, scores, idxs, valid = random_case(3, N, dtype, classes=3, valid_fraction=0.8, ties=True, nan=True)
+    for threshold in (0.5, 0.0, -0.25, 1.0):
+        for max_output in (N, max(1, N // 3)):
+            assert_cuda_equals_cpu(boxes, scores, threshold, idxs=idxs, valid=valid, max_output=max_output)
+    boxes, scores, idxs, _ = random_case(3, N, dtype, classes=2 * N, grid=True)  # exact IoUs, ~singleton classes
+    assert_cuda_equals_cpu(boxes, scores, 0.5, idxs=idxs)
+    assert_cuda_equals_cpu(boxes, scores, 0.5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cuda_large_groups_equal_cpu(seed, dtype):
+    # Groups of several tiles (256 candidates each), settled in a chain across blocks.
+    boxes, scores, idxs, valid = random_case(2, 3000, dtype, classes=2, valid_fraction=0.9)
+    for threshold in (0.3, 0.7):
+        assert_cuda_equals_cpu(boxes, scores, threshold, idxs=idxs, valid=valid)
+        assert_cuda_equals_cpu(boxes, scores, threshold, max_output=300)
+    boxes, scores, _, _ = random_case(1, 5000, dtype, grid=True)  # dense: almost all suppressed
+    assert_cuda_equals_cpu(boxes, scores, 0.4)
+    if dtype == torch.float32:  # sparse: almost all kept, a chain of ~80 tiles (the CPU's fp16 is slow here)
+        boxes, scores = random_boxes(20000, size=4000.0, max_wh=20.0)
+        assert torch.equal(nms(boxes.cuda(), scores.cuda(), 0.5).cpu(), nms(boxes, scores, 0.5))
+
+
+@pytest.mark.cuda
+def test_cuda_many_images(seed):
+    boxes, scores, idxs, valid = random_case(70_000, 3, torch.float32, classes=2, valid_fraction=0.8, grid=True)
+    assert_cuda_equals_cpu(boxes, scores, 0.3, idxs=idxs, valid=valid)
+    assert_cuda_equals_cpu(boxes, scores, 0.3, idxs=idxs, valid=valid, max_output=1)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_cuda_threshold_decisions_through_the_op(seed, dtype):
+    check_threshold_decisions(dtype, "cuda")
 
 
 @pytest.mark.cuda
@@ -267,3 +440,60 @@ def test_cuda_multi_image_without_host_sync(seed):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.equal(keep.cpu(), expected[0]) and torch.equal(counts.cpu(), expected[1])
+
+
+def detection_candidates(B, proposals, classes, valid_fraction):
+    """RoIHeads.detect's NMS input: every (proposal, class) pair of each image, proposal-major,
+    the class boxes scattered around their proposal; few pass the score threshold."""
+    xy = torch.rand(B, proposals, 1, 2) * 700
+    wh = torch.rand(B, proposals, 1, 2) * 200 + 8
+    jitter = torch.randn(B, proposals, classes, 4) * 6
+    boxes = (torch.cat([xy, xy + wh], 3) + jitter).reshape(B, proposals * classes, 4)
+    scores = torch.rand(B, proposals * classes)
+    labels = torch.arange(1, classes + 1).repeat(B, proposals)
+    valid = torch.rand(B, proposals * classes) < valid_fraction
+    return boxes, scores, labels, valid
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("B,proposals,valid_fraction", [(2, 56, 1.0), (8, 1000, 0.05)])
+def test_cuda_multi_image_sync_free_and_graph_capturable(seed, B, proposals, valid_fraction):
+    # multi_image_nms at B = 2, N ~ 5,000 and at the detection head's size (B = 8, N = 90,000,
+    # 5% valid), 90 classes: no host sync (eager under sync debug mode "error", and inside a CUDA
+    # graph capture), and the replayed graph equals eager and the CPU, also after new inputs.
+    classes, max_output = 90, 100
+    boxes, scores, labels, valid = (t.cuda() for t in detection_candidates(B, proposals, classes, valid_fraction))
+
+    def run():
+        return multi_image_nms(boxes, scores, 0.5, idxs=labels, valid=valid, max_output=max_output)
+
+    def run_sync_free():
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return run()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    torch.cuda.synchronize()
+    eager = run_sync_free()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run()  # warm-up outside the capture, as torch.cuda.graphs recommends
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):  # (entering it synchronises, hence the debug mode inside)
+        captured = run_sync_free()
+    expected = multi_image_nms(boxes.cpu(), scores.cpu(), 0.5, idxs=labels.cpu(), valid=valid.cpu(),
+                               max_output=max_output)
+    assert torch.equal(eager[0].cpu(), expected[0]) and torch.equal(eager[1].cpu(), expected[1])
+    for _ in range(2):  # every replay starts from zeroed scratch
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(captured[0], eager[0]) and torch.equal(captured[1], eager[1])
+    new_boxes, new_scores, _, new_valid = detection_candidates(B, proposals, classes, valid_fraction)
+    boxes.copy_(new_boxes), scores.copy_(new_scores), valid.copy_(new_valid)
+    graph.replay()
+    torch.cuda.synchronize()
+    fresh = run()
+    assert torch.equal(captured[0], fresh[0]) and torch.equal(captured[1], fresh[1])

@@ -165,3 +165,46 @@ def test_torch_compile_fullgraph(seed):
     masks, boxes = torch.rand(5, 1, 28, 28), random_boxes(5, 50, 60)
     paste = torch.compile(lambda m, b: paste_masks_in_image(m, b, (50, 60), threshold=0.5), fullgraph=True)
     assert torch.equal(paste(masks, boxes), paste_masks_in_image(masks, boxes, (50, 60), threshold=0.5))
+
+
+@pytest.mark.cuda
+def test_cuda_paste_beyond_the_block_limit(seed):
+    # 3,000 masks x 400 image rows: 1.2 M rows, more than the 2^20 blocks launched, so blocks walk
+    # rows in a grid-stride loop. New outputs are NaN-filled (bool: True) first (deterministic
+    # mode), so an unwritten row shows.
+    masks, boxes = torch.rand(3000, 1, 28, 28), random_boxes(3000, 400, 64)
+    torch.use_deterministic_algorithms(True)
+    try:
+        pasted = paste_masks_in_image(masks.cuda(), boxes.cuda(), (400, 64))
+        binary = paste_masks_in_image(masks.cuda(), boxes.cuda(), (400, 64), threshold=0.5)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    torch.testing.assert_close(pasted.cpu(), paste_masks_in_image(masks, boxes, (400, 64)), rtol=0, atol=1e-6)
+    assert torch.equal(binary.cpu(), paste_masks_in_image(masks, boxes, (400, 64), threshold=0.5))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_thresholds_in_half_precision_equal_cpu(seed, dtype):
+    # Both devices sample with the same fused multiply-adds in float, round the value and the
+    # threshold to the dtype and compare: the same bits, so the same mask, also at values tied
+    # with the rounded threshold (constant masks: 0.3 is not an fp16/bf16 value).
+    masks = torch.cat([torch.rand(30, 1, 28, 28), torch.full((6, 1, 28, 28), 0.3)]).to(dtype)
+    boxes = random_boxes(36, 120, 150, spread=1.6)
+    for threshold in (0.5, 0.3, 0.7):
+        ours = paste_masks_in_image(masks.cuda(), boxes.cuda(), (120, 150), threshold=threshold)
+        assert torch.equal(ours.cpu(), paste_masks_in_image(masks, boxes, (120, 150), threshold=threshold))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_cuda_paste_on_the_second_gpu(seed):
+    # The current device stays cuda:0: the op must run on its inputs' device (device guard).
+    device = torch.device("cuda", 1)
+    masks, boxes = torch.rand(10, 1, 28, 28), random_boxes(10, 60, 70)
+    ours = paste_masks_in_image(masks.to(device), boxes.to(device), (60, 70))
+    assert ours.device == device
+    torch.testing.assert_close(ours.cpu(), paste_masks_in_image(masks, boxes, (60, 70)), rtol=0, atol=1e-6)
+    binary = paste_masks_in_image(masks.to(device), boxes.to(device), (60, 70), threshold=0.5)
+    assert binary.device == device
+    assert torch.equal(binary.cpu(), paste_masks_in_image(masks, boxes, (60, 70), threshold=0.5))

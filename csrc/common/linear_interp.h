@@ -2,10 +2,18 @@
 // align_corners=False, antialias=False), shared by the resize and mask-pasting
 // kernels on the CPU and the GPU.
 //
-// The arithmetic is PyTorch's CPU kernel's as built for AVX2 (its default on
-// x86-64), fused multiply-adds included: the source index is one fma, a row
-// blends its two taps as fma(v0, w0, v1 * w1), and so do the two rows. With it,
-// float32 results equal F.interpolate's bit for bit on its main 2-D path.
+// The arithmetic is PyTorch's CPU kernels', in the two forms they take:
+//  - `Fused`: PyTorch's AVX2 and AVX-512 kernels are compiled with fused
+//    multiply-adds (the compiler contracts a * b + c), its DEFAULT ones (ATen CPU
+//    capability "DEFAULT") are not: the source index is fma(step, d + 0.5, -0.5)
+//    or its rounded product and sum, and so on for every blend.
+//  - the kernel: upsample_bilinear2d runs a separable kernel (each row blends
+//    two taps, then the two rows blend: `blend`) or, for channels_last inputs
+//    with more than 3 channels, outputs with height + width <= 128, and 3-channel
+//    inputs on one thread, a channels-last kernel that weighs the four taps by
+//    products of the axes' weights (`four_tap`).
+// The binding picks both as PyTorch would for the same call, so float32 and
+// float64 results equal F.interpolate's bit for bit on any CPU and thread count.
 #pragma once
 
 #include <cmath>
@@ -32,6 +40,17 @@ FASTMASK_HOST_DEVICE A mul_add(A a, A b, A c) {
 #endif
 }
 
+// a * b + c as PyTorch's kernels compute it: one rounding when fused, two when not
+// (this code is built with -ffp-contract=off / -fmad=false, so nothing else fuses).
+template <bool Fused, typename A>
+FASTMASK_HOST_DEVICE A torch_mul_add(A a, A b, A c) {
+  if constexpr (Fused) {
+    return mul_add(a, b, c);
+  } else {
+    return a * b + c;
+  }
+}
+
 // The two source indices and weights of one output index along one axis.
 template <typename A>
 struct LinearTap {
@@ -48,7 +67,7 @@ FASTMASK_HOST_DEVICE A source_step(int64_t in, int64_t out, double scale_factor 
 
 // PyTorch's compute_source_index_and_lambda: source index (d + 0.5) * step - 0.5,
 // clamped at 0; equal sizes copy.
-template <typename A>
+template <typename A, bool Fused = true>
 FASTMASK_HOST_DEVICE LinearTap<A> linear_tap(int64_t d, int64_t in, int64_t out, A step) {
   LinearTap<A> t;
   if (in == out) {
@@ -57,7 +76,7 @@ FASTMASK_HOST_DEVICE LinearTap<A> linear_tap(int64_t d, int64_t in, int64_t out,
     t.w1 = A(0);
     return t;
   }
-  A src = mul_add(step, static_cast<A>(d) + A(0.5), A(-0.5));
+  A src = torch_mul_add<Fused>(step, static_cast<A>(d) + A(0.5), A(-0.5));
   src = src < A(0) ? A(0) : src;
   // PyTorch floors with floorf, for float64 too.
 #if defined(__CUDA_ARCH__)
@@ -74,10 +93,35 @@ FASTMASK_HOST_DEVICE LinearTap<A> linear_tap(int64_t d, int64_t in, int64_t out,
   return t;
 }
 
-// One blend of two taps, in PyTorch's order.
-template <typename A>
+// One blend of two taps, in PyTorch's order (its separable kernel).
+template <typename A, bool Fused = true>
 FASTMASK_HOST_DEVICE A blend(A v0, A w0, A v1, A w1) {
-  return mul_add(v0, w0, v1 * w1);
+  return torch_mul_add<Fused>(v0, w0, v1 * w1);
+}
+
+// Channels of PyTorch's channels-last kernel below a multiple of its vector width
+// (32 bytes under every CPU capability: 8 floats, 4 doubles) go through its
+// vector code, the rest through its scalar loop; the two sum the four taps in
+// different orders.
+template <typename A>
+FASTMASK_HOST_DEVICE bool torch_vector_lane(int64_t channel, int64_t channels) {
+  constexpr int64_t lanes = 32 / sizeof(A);
+  return channel < channels - channels % lanes;
+}
+
+// PyTorch's channels-last kernel: taps v<y><x> at source rows (y0, y1) and
+// columns (x0, x1), weighted by products of the row and column weights.
+template <typename A, bool Fused>
+FASTMASK_HOST_DEVICE A four_tap(A v00, A v01, A v10, A v11, const LinearTap<A>& ty, const LinearTap<A>& tx,
+                                bool vector_lane) {
+  const A w00 = ty.w0 * tx.w0, w01 = ty.w0 * tx.w1, w10 = ty.w1 * tx.w0, w11 = ty.w1 * tx.w1;
+  if (vector_lane) {  // v00 w00 + (v01 w01 + (v10 w10 + v11 w11)); its compiler fuses v11 w11 there
+    const A low = torch_mul_add<Fused>(v11, w11, v10 * w10);
+    return torch_mul_add<Fused>(v00, w00, torch_mul_add<Fused>(v01, w01, low));
+  }
+  // ((v00 w00 + v01 w01) + v10 w10) + v11 w11
+  const A top = torch_mul_add<Fused>(v00, w00, v01 * w01);
+  return torch_mul_add<Fused>(v11, w11, torch_mul_add<Fused>(v10, w10, top));
 }
 
 }  // namespace fastmask

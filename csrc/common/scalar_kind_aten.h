@@ -1,4 +1,4 @@
-// ATen dtype -> ScalarKind, for the bindings.
+// ATen dtype <-> ScalarKind, for the bindings and CPU kernels.
 #pragma once
 
 #include <c10/core/ScalarType.h>
@@ -18,6 +18,16 @@ inline ScalarKind scalar_kind(c10::ScalarType t, const char* what) {
     default:
       TORCH_CHECK_TYPE(false, what, " must be float32, float64, float16 or bfloat16, got ", t);
   }
+}
+
+inline c10::ScalarType aten_scalar_type(ScalarKind kind) {
+  switch (kind) {
+    case ScalarKind::kFloat64: return c10::ScalarType::Double;
+    case ScalarKind::kFloat16: return c10::ScalarType::Half;
+    case ScalarKind::kBFloat16: return c10::ScalarType::BFloat16;
+    case ScalarKind::kFloat32: break;
+  }
+  return c10::ScalarType::Float;
 }
 
 }  // namespace fastmask

@@ -47,30 +47,32 @@ std::tuple<at::Tensor, at::Tensor> multi_image_nms(const NmsKernel& kernel, cons
   TORCH_CHECK_VALUE(max_output >= 0, "fastmask.multi_image_nms: max_output must be >= 0, got ", max_output);
   const c10::OptionalDeviceGuard device_guard(boxes.device());
 
-  NmsParams p;
-  p.dtype = scalar_kind(boxes.scalar_type(), "fastmask.nms: boxes");
+  const ScalarKind dtype = scalar_kind(boxes.scalar_type(), "fastmask.nms: boxes");
   at::Tensor keep = at::empty({B, max_output}, boxes.options().dtype(at::kLong));
   at::Tensor counts = at::empty({B}, boxes.options().dtype(at::kLong));
   if (B == 0) return {keep, counts};
   if (N == 0 || max_output == 0) return {keep.fill_(-1), counts.zero_()};
 
   // Descending score order per image; stable, as torchvision's sort (ties: lower index first).
-  const at::Tensor order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/1, /*descending=*/true)).contiguous();
-  const at::Tensor sorted_boxes = boxes.gather(1, order.unsqueeze(2).expand({B, N, 4})).contiguous();
-  const at::Tensor sorted_classes = idxs ? idxs->to(at::kLong).gather(1, order).contiguous() : at::Tensor();
-  const at::Tensor sorted_valid = valid ? valid->gather(1, order).contiguous() : at::Tensor();
+  SortedNmsInputs in;
+  in.order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/1, /*descending=*/true)).contiguous();
+  in.boxes = boxes.gather(1, in.order.unsqueeze(2).expand({B, N, 4})).contiguous();
+  if (idxs) in.classes = idxs->to(at::kLong).gather(1, in.order).contiguous();
+  if (valid) in.valid = valid->gather(1, in.order).contiguous();
 
+  NmsParams& p = in.params;
+  p.dtype = dtype;
   p.num_images = B;
   p.num_boxes = N;
-  p.boxes = sorted_boxes.const_data_ptr();
-  p.order = order.const_data_ptr<int64_t>();
-  p.classes = idxs ? sorted_classes.const_data_ptr<int64_t>() : nullptr;
-  p.valid = valid ? sorted_valid.const_data_ptr<bool>() : nullptr;
+  p.boxes = in.boxes.const_data_ptr();
+  p.order = in.order.const_data_ptr<int64_t>();
+  p.classes = idxs ? in.classes.const_data_ptr<int64_t>() : nullptr;
+  p.valid = valid ? in.valid.const_data_ptr<bool>() : nullptr;
   p.iou_threshold = iou_threshold;
   p.max_output = max_output;
   p.keep = keep.data_ptr<int64_t>();
   p.counts = counts.data_ptr<int64_t>();
-  kernel(p);
+  kernel(in);
   return {keep, counts};
 }
 

@@ -1,6 +1,6 @@
 // Tensor-level NMS entry points shared by the CPU and CUDA registrations:
-// checks, the per-image score sort, output allocation, the NmsParams handed
-// to a backend kernel.
+// checks, the per-image score sort, output allocation, and what is handed to a
+// backend.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -12,7 +12,19 @@
 
 namespace fastmask {
 
-using NmsKernel = std::function<void(const NmsParams&)>;
+// What multi_image_nms hands a backend: the checked inputs in descending score
+// order per image (a stable sort: ties keep index order, as torchvision's), and
+// `params` pointing at them and at the outputs. The tensors let a backend run
+// ATen ops of its own on them (the CUDA one groups the candidates by class).
+struct SortedNmsInputs {
+  at::Tensor boxes;    // [B, N, 4], contiguous
+  at::Tensor order;    // [B, N] int64: original index of each sorted box
+  at::Tensor classes;  // [B, N] int64, or undefined: one class
+  at::Tensor valid;    // [B, N] bool, or undefined: every box valid
+  NmsParams params;
+};
+
+using NmsKernel = std::function<void(const SortedNmsInputs&)>;
 
 std::tuple<at::Tensor, at::Tensor> multi_image_nms(const NmsKernel& kernel, const at::Tensor& boxes,
                                                    const at::Tensor& scores,

@@ -15,42 +15,30 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
 #include <numeric>
 #include <type_traits>
 #include <vector>
 
 #include "nms_cpu.h"
+#include "nms_threshold.h"
 
 namespace fastmask {
 namespace {
 
-// torchvision compares the IoU, in the box dtype T, with the double threshold.
-// For float32/64 that is one compare with t' in T such that
-// ovr > t'  <=>  double(ovr) > threshold for every ovr (so the sweep vectorises).
+// The IoU against the threshold: one compare per pair in the type the IoU is
+// computed in (nms_threshold.h, shared with the CUDA kernel), so the sweep vectorises.
 template <typename T>
 struct Exceeds {
   T t;
-  explicit Exceeds(double threshold) {
-    constexpr double most = std::numeric_limits<T>::max();
-    if (threshold > most) {
-      t = std::numeric_limits<T>::max();  // only +inf exceeds it
-    } else if (threshold < -most) {
-      t = -std::numeric_limits<T>::infinity();  // everything but -inf and NaN exceeds it
-    } else {
-      t = static_cast<T>(threshold);  // in range (or NaN): defined
-      if (static_cast<double>(t) > threshold) t = std::nextafter(t, -std::numeric_limits<T>::infinity());
-    }
-  }
+  explicit Exceeds(double threshold) : t(threshold_in<T>(threshold)) {}
   bool operator()(T ovr) const { return ovr > t; }
 };
 
-template <typename H>  // c10::Half, c10::BFloat16
+template <typename H>  // c10::Half, c10::BFloat16: every value is a float
 struct ExceedsReduced {
-  double threshold;
-  explicit ExceedsReduced(double thr) : threshold(thr) {}
-  bool operator()(H ovr) const { return static_cast<double>(static_cast<float>(ovr)) > threshold; }
+  float t;
+  explicit ExceedsReduced(double threshold) : t(threshold_in<float>(threshold)) {}
+  bool operator()(H ovr) const { return static_cast<float>(ovr) > t; }
 };
 
 template <typename T>
@@ -216,7 +204,8 @@ void run(const NmsParams& p) {
 
 }  // namespace
 
-void multi_image_nms_cpu(const NmsParams& p) {
+void multi_image_nms_cpu(const SortedNmsInputs& inputs) {
+  const NmsParams& p = inputs.params;
   switch (p.dtype) {
     case ScalarKind::kFloat32: return run<float>(p);
     case ScalarKind::kFloat64: return run<double>(p);

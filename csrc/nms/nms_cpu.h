@@ -1,9 +1,9 @@
 #pragma once
 
-#include "nms_params.h"
+#include "nms.h"
 
 namespace fastmask {
 
-void multi_image_nms_cpu(const NmsParams& params);
+void multi_image_nms_cpu(const SortedNmsInputs& inputs);
 
 }  // namespace fastmask

@@ -16,7 +16,7 @@ struct NmsParams {
   const int64_t* order = nullptr;      // [B, N] original index of each sorted box
   const int64_t* classes = nullptr;    // [B, N] class / level id, or nullptr: one class
   const bool* valid = nullptr;         // [B, N], or nullptr: every box is valid
-  double iou_threshold = 0.5;          // suppress when IoU > iou_threshold
+  double iou_threshold = 0.5;          // suppress when IoU > iou_threshold (as a double; see nms_threshold.h)
   int64_t max_output = 0;              // M: keep at most this many per image
   ScalarKind dtype = ScalarKind::kFloat32;
   // Outputs:

@@ -2,9 +2,12 @@
 // once per job; each output row blends two source rows that were first
 // normalised and resampled along x. Those resampled rows are cached (two per
 // thread), so when upscaling a source row is resampled once for the ~2 output
-// rows that use it. Threads split the output rows of all planes of all jobs
-// (one parallel region per call, however many images); padding rows and
-// columns of the canvas are written here too, so the output is touched once.
+// rows that use it. Where PyTorch would take its channels-last kernel
+// (ResizeParams::torch_four_tap), each output value instead weighs the four taps
+// of the two normalised source rows as that kernel does. Threads split the
+// output rows of all planes of all jobs (one parallel region per call, however
+// many images); padding rows and columns of the canvas are written here too, so
+// the output is touched once.
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -20,11 +23,11 @@
 namespace fastmask {
 namespace {
 
-template <typename A>
+template <typename A, bool Fused>
 std::vector<LinearTap<A>> axis_taps(int64_t in, int64_t out, double scale_factor) {
   std::vector<LinearTap<A>> taps(out);
   const A step = source_step<A>(in, out, scale_factor);
-  for (int64_t d = 0; d < out; ++d) taps[d] = linear_tap<A>(d, in, out, step);
+  for (int64_t d = 0; d < out; ++d) taps[d] = linear_tap<A, Fused>(d, in, out, step);
   return taps;
 }
 
@@ -66,14 +69,25 @@ void load_row(const ResizeParams& p, const std::vector<float>& table, const Src*
   for (int64_t x = 0; x < w; ++x) row[x] = static_cast<A>(src[x * sx]);
 }
 
-template <typename A>
+template <typename A, bool Fused>
 FASTMASK_FMA_CLONES void resample_row(const A* row, const LinearTap<A>* taps, int64_t n, A* out) {
-  for (int64_t x = 0; x < n; ++x) out[x] = blend(row[taps[x].i0], taps[x].w0, row[taps[x].i1], taps[x].w1);
+  for (int64_t x = 0; x < n; ++x)
+    out[x] = blend<A, Fused>(row[taps[x].i0], taps[x].w0, row[taps[x].i1], taps[x].w1);
 }
 
-template <typename A>
+template <typename A, bool Fused>
 FASTMASK_FMA_CLONES void blend_rows(const A* r0, A w0, const A* r1, A w1, int64_t n, A* out) {
-  for (int64_t x = 0; x < n; ++x) out[x] = blend(r0[x], w0, r1[x], w1);
+  for (int64_t x = 0; x < n; ++x) out[x] = blend<A, Fused>(r0[x], w0, r1[x], w1);
+}
+
+// One output row from its two normalised source rows, as PyTorch's channels-last kernel.
+template <typename A, bool Fused>
+FASTMASK_FMA_CLONES void four_tap_row(const A* r0, const A* r1, const LinearTap<A>& ty, const LinearTap<A>* taps,
+                                      bool vector_lane, int64_t n, A* out) {
+  for (int64_t x = 0; x < n; ++x) {
+    const LinearTap<A>& tx = taps[x];
+    out[x] = four_tap<A, Fused>(r0[tx.i0], r0[tx.i1], r1[tx.i0], r1[tx.i1], ty, tx, vector_lane);
+  }
 }
 
 template <typename Dst, typename A>
@@ -93,14 +107,14 @@ struct JobPlan {
   int64_t first_row = 0;
 };
 
-template <typename Src, typename Dst, typename A>
+template <typename Src, typename Dst, typename A, bool Fused>
 void run(const ResizeParams* jobs, int64_t count) {
   std::vector<JobPlan<A>> plans(count + 1);
   int64_t max_in_width = 0, max_out_width = 0;
   for (int64_t j = 0; j < count; ++j) {
     const ResizeParams& p = jobs[j];
-    plans[j].xs = axis_taps<A>(p.in_width, p.out_width, p.scale_factor_w);
-    plans[j].ys = axis_taps<A>(p.in_height, p.out_height, p.scale_factor_h);
+    plans[j].xs = axis_taps<A, Fused>(p.in_width, p.out_width, p.scale_factor_w);
+    plans[j].ys = axis_taps<A, Fused>(p.in_height, p.out_height, p.scale_factor_h);
     if constexpr (std::is_same_v<Src, uint8_t>) plans[j].table = uint8_table(p);
     plans[j + 1].first_row = plans[j].first_row + p.batch * p.channels * p.canvas_height;
     max_in_width = std::max(max_in_width, p.in_width);
@@ -108,7 +122,7 @@ void run(const ResizeParams* jobs, int64_t count) {
   }
 
   at::parallel_for(0, plans[count].first_row, 8, [&](int64_t begin, int64_t end) {
-    std::vector<A> source(max_in_width), out(max_out_width);
+    std::vector<A> source(max_in_width), source1(max_in_width), out(max_out_width);
     // Two resampled source rows, keyed by job and plane * in_height + row.
     std::vector<A> cached[2] = {std::vector<A>(max_out_width), std::vector<A>(max_out_width)};
     int64_t cached_job[2] = {-1, -1}, cached_key[2] = {-1, -1};
@@ -127,7 +141,7 @@ void run(const ResizeParams* jobs, int64_t count) {
         const int s = keep == 0 ? 1 : 0;
         const Src* source_row = src + n * p.src_stride[0] + c * p.src_stride[1] + y * p.src_stride[2];
         load_row<Src, A>(p, plan.table, source_row, c, source.data());
-        resample_row(source.data(), plan.xs.data(), p.out_width, cached[s].data());
+        resample_row<A, Fused>(source.data(), plan.xs.data(), p.out_width, cached[s].data());
         cached_job[s] = j, cached_key[s] = key;
         return s;
       };
@@ -140,9 +154,17 @@ void run(const ResizeParams* jobs, int64_t count) {
       int64_t x = 0;
       if (y < p.out_height) {
         const LinearTap<A>& t = plan.ys[y];
-        const int s0 = resampled(n, c, t.i0, -1);
-        const int s1 = resampled(n, c, t.i1, s0);
-        blend_rows(cached[s0].data(), t.w0, cached[s1].data(), t.w1, p.out_width, out.data());
+        if (p.torch_four_tap) {
+          const Src* plane = src + n * p.src_stride[0] + c * p.src_stride[1];
+          load_row<Src, A>(p, plan.table, plane + t.i0 * p.src_stride[2], c, source.data());
+          load_row<Src, A>(p, plan.table, plane + t.i1 * p.src_stride[2], c, source1.data());
+          four_tap_row<A, Fused>(source.data(), source1.data(), t, plan.xs.data(), torch_vector_lane<A>(c, p.channels),
+                                 p.out_width, out.data());
+        } else {
+          const int s0 = resampled(n, c, t.i0, -1);
+          const int s1 = resampled(n, c, t.i1, s0);
+          blend_rows<A, Fused>(cached[s0].data(), t.w0, cached[s1].data(), t.w1, p.out_width, out.data());
+        }
         for (; x < p.out_width; ++x) row[x * dx] = store<Dst>(out[x]);
       }
       for (; x < p.canvas_width; ++x) row[x * dx] = Dst(0);
@@ -150,19 +172,26 @@ void run(const ResizeParams* jobs, int64_t count) {
   });
 }
 
+template <bool Fused>
+void run_types(const ResizeParams* jobs, int64_t count) {
+  const ResizeParams& p = jobs[0];  // one call's jobs share their types
+  if (p.src_uint8)
+    return p.dst_uint8 ? run<uint8_t, uint8_t, float, Fused>(jobs, count)
+                       : run<uint8_t, float, float, Fused>(jobs, count);
+  switch (p.dtype) {
+    case ScalarKind::kFloat32: return run<float, float, float, Fused>(jobs, count);
+    case ScalarKind::kFloat64: return run<double, double, double, Fused>(jobs, count);
+    case ScalarKind::kFloat16: return run<c10::Half, c10::Half, float, Fused>(jobs, count);
+    case ScalarKind::kBFloat16: return run<c10::BFloat16, c10::BFloat16, float, Fused>(jobs, count);
+  }
+}
+
 }  // namespace
 
 void resize_bilinear_cpu(const ResizeParams* jobs, int64_t count) {
   if (count == 0) return;
-  const ResizeParams& p = jobs[0];  // one call's jobs share their types
-  if (p.src_uint8)
-    return p.dst_uint8 ? run<uint8_t, uint8_t, float>(jobs, count) : run<uint8_t, float, float>(jobs, count);
-  switch (p.dtype) {
-    case ScalarKind::kFloat32: return run<float, float, float>(jobs, count);
-    case ScalarKind::kFloat64: return run<double, double, double>(jobs, count);
-    case ScalarKind::kFloat16: return run<c10::Half, c10::Half, float>(jobs, count);
-    case ScalarKind::kBFloat16: return run<c10::BFloat16, c10::BFloat16, float>(jobs, count);
-  }
+  // One call's jobs share the arithmetic of the PyTorch kernels they follow.
+  return jobs[0].torch_fused ? run_types<true>(jobs, count) : run_types<false>(jobs, count);
 }
 
 }  // namespace fastmask

@@ -1,8 +1,9 @@
 // Bilinear resize on CUDA: a thread per output column, walking output rows
 // (x fastest, so reads and writes of NCHW rows coalesce; no 64-bit division per
-// element); taps computed in place (cheaper than the loads), normalisation
-// applied to each of the four source values as on the CPU. Padding elements
-// of the canvas are written with zeros by the same launch.
+// element: a thread splits its first row and its row step into (n, c, y) once,
+// then advances by additions); taps computed in place (cheaper than the loads),
+// normalisation applied to each of the four source values as on the CPU.
+// Padding elements of the canvas are written with zeros by the same launch.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -52,33 +53,51 @@ __device__ __forceinline__ A source_value(const ResizeParams& p, Src v, int64_t 
   }
 }
 
+// Output row r = (n * channels + c) * canvas_height + y as its (n, c, y), advanced by a fixed
+// number of rows with additions and at most two carries: divisions happen once per thread.
+struct RowCursor {
+  int64_t n, c, y;
+
+  __device__ static RowCursor split(int64_t row, int64_t channels, int64_t height) {
+    const int64_t plane = row / height;
+    return {plane / channels, plane % channels, row % height};
+  }
+
+  // `step` is split(rows advanced): its y < height and c < channels, so one subtraction each
+  // brings y and c back in range.
+  __device__ void advance(const RowCursor& step, int64_t channels, int64_t height) {
+    n += step.n, c += step.c, y += step.y;
+    if (y >= height) y -= height, ++c;
+    if (c >= channels) c -= channels, ++n;
+  }
+};
+
 // Threads along x of one output row (blockIdx.x: chunk of the row); blockIdx.y walks the rows
-// of all planes of the canvas.
+// of all planes of the canvas (n < batch exactly while the row index is below their count).
 template <typename Src, typename Dst, typename A>
 __global__ void resize_kernel(const ResizeParams p, A step_h, A step_w) {
   const Src* src = static_cast<const Src*>(p.src);
   Dst* dst = static_cast<Dst*>(p.dst);
   const int64_t x = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (x >= p.canvas_width) return;
-  const int64_t rows = p.batch * p.channels * p.canvas_height;
   const bool column_inside = x < p.out_width;
   const LinearTap<A> tx = linear_tap<A>(column_inside ? x : 0, p.in_width, p.out_width, step_w);
   const int64_t x0 = tx.i0 * p.src_stride[3], x1 = tx.i1 * p.src_stride[3];
-  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-    const int64_t y = r % p.canvas_height, plane = r / p.canvas_height;
-    const int64_t c = plane % p.channels, n = plane / p.channels;
-    Dst* out = dst + n * p.dst_stride[0] + c * p.dst_stride[1] + y * p.dst_stride[2] + x * p.dst_stride[3];
-    if (y >= p.out_height || !column_inside) {
+  const RowCursor step = RowCursor::split(gridDim.y, p.channels, p.canvas_height);
+  for (RowCursor r = RowCursor::split(blockIdx.y, p.channels, p.canvas_height); r.n < p.batch;
+       r.advance(step, p.channels, p.canvas_height)) {
+    Dst* out = dst + r.n * p.dst_stride[0] + r.c * p.dst_stride[1] + r.y * p.dst_stride[2] + x * p.dst_stride[3];
+    if (r.y >= p.out_height || !column_inside) {
       *out = Pixel<Dst>::store(A(0));
       continue;
     }
-    const LinearTap<A> ty = linear_tap<A>(y, p.in_height, p.out_height, step_h);
-    const Src* plane_src = src + n * p.src_stride[0] + c * p.src_stride[1];
+    const LinearTap<A> ty = linear_tap<A>(r.y, p.in_height, p.out_height, step_h);
+    const Src* plane_src = src + r.n * p.src_stride[0] + r.c * p.src_stride[1];
     const Src* row0 = plane_src + ty.i0 * p.src_stride[2];
     const Src* row1 = plane_src + ty.i1 * p.src_stride[2];
-    const A r0 = blend(source_value<Src, A>(p, row0[x0], c), tx.w0, source_value<Src, A>(p, row0[x1], c), tx.w1);
-    const A r1 = blend(source_value<Src, A>(p, row1[x0], c), tx.w0, source_value<Src, A>(p, row1[x1], c), tx.w1);
-    *out = Pixel<Dst>::store(blend(r0, ty.w0, r1, ty.w1));
+    const A v0 = blend(source_value<Src, A>(p, row0[x0], r.c), tx.w0, source_value<Src, A>(p, row0[x1], r.c), tx.w1);
+    const A v1 = blend(source_value<Src, A>(p, row1[x0], r.c), tx.w0, source_value<Src, A>(p, row1[x1], r.c), tx.w1);
+    *out = Pixel<Dst>::store(blend(v0, ty.w0, v1, ty.w1));
   }
 }
 

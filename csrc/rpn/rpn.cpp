@@ -211,10 +211,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> generate_proposals(
   }
   const int64_t K = p.level_start[L];
   const at::TensorOptions options = first.options();
-  at::Tensor out_boxes = at::zeros({B, post_nms_top_n, 4}, options);
-  at::Tensor out_scores = at::zeros({B, post_nms_top_n}, options);
   if (B == 0 || K == 0 || post_nms_top_n == 0)
-    return {out_boxes, out_scores, at::zeros({B}, options.dtype(at::kLong))};
+    return {at::zeros({B, post_nms_top_n, 4}, options), at::zeros({B, post_nms_top_n}, options),
+            at::zeros({B}, options.dtype(at::kLong))};
 
   const at::Tensor index = at::cat(index_per_level, 1).contiguous();
   // Same shape and layout as torchvision's sigmoid input, so the same (vectorised) arithmetic.
@@ -238,8 +237,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> generate_proposals(
   auto [keep, counts] = multi_image_nms(backend.nms, boxes, scores, levels, valid, nms_thresh, post_nms_top_n);
   const at::Tensor missing = keep.lt(0);
   const at::Tensor picked = keep.clamp_min(0);
-  out_boxes = boxes.gather(1, picked.unsqueeze(2).expand({B, post_nms_top_n, 4})).masked_fill_(missing.unsqueeze(2), 0);
-  out_scores = scores.gather(1, picked).masked_fill_(missing, 0);
+  at::Tensor out_boxes =
+      boxes.gather(1, picked.unsqueeze(2).expand({B, post_nms_top_n, 4})).masked_fill_(missing.unsqueeze(2), 0);
+  at::Tensor out_scores = scores.gather(1, picked).masked_fill_(missing, 0);
   return {out_boxes, out_scores, counts};
 }
 

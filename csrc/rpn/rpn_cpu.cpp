@@ -1,7 +1,10 @@
 // CPU kernels of the RPN ops: each op of rpn_math.h over its elements in a
-// parallel loop.
+// parallel loop; the ops with exp or log run in two passes around torch's own
+// exp_/log_ (rpn::Pass), whose results depend on the library code torch runs on
+// this CPU.
 #include "rpn_cpu.h"
 
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -10,6 +13,7 @@
 #include <cmath>
 #include <vector>
 
+#include "common/scalar_kind_aten.h"
 #include "rpn_math.h"
 
 namespace fastmask {
@@ -24,8 +28,6 @@ struct HostArith {
   static V load(T v) { return static_cast<V>(v); }
   static T store(V v) { return static_cast<T>(v); }
   static V round(V v) { return static_cast<V>(static_cast<T>(v)); }
-  static V exp(V v) { return std::exp(v); }
-  static V log(V v) { return std::log(v); }
   static V div_scalar(V v, double s) { return round(v / static_cast<V>(s)); }
 };
 
@@ -43,14 +45,28 @@ void run(const Params& p) {
   });
 }
 
-template <template <typename> class Op, typename Params>
+template <template <typename, rpn::Pass> class Op, rpn::Pass P, typename Params>
 void for_each(const Params& p) {
   switch (p.dtype) {
-    case ScalarKind::kFloat32: return run<Op<Arith<float>>>(p);
-    case ScalarKind::kFloat64: return run<Op<Arith<double>>>(p);
-    case ScalarKind::kFloat16: return run<Op<Arith<c10::Half>>>(p);
-    case ScalarKind::kBFloat16: return run<Op<Arith<c10::BFloat16>>>(p);
+    case ScalarKind::kFloat32: return run<Op<Arith<float>, P>>(p);
+    case ScalarKind::kFloat64: return run<Op<Arith<double>, P>>(p);
+    case ScalarKind::kFloat16: return run<Op<Arith<c10::Half>, P>>(p);
+    case ScalarKind::kBFloat16: return run<Op<Arith<c10::BFloat16>, P>>(p);
   }
+}
+
+// The op's arguments of exp/log into a scratch tensor, torch's exp_/log_ on it, then the rest.
+template <template <typename, rpn::Pass> class Op, typename Params>
+void with_torch_transcendentals(Params p) {
+  using Float = Op<Arith<float>, rpn::Pass::kInline>;
+  const at::Tensor scratch = at::empty({Float::size(p), 2}, at::TensorOptions().dtype(aten_scalar_type(p.dtype)));
+  p.transcendental = scratch.data_ptr();
+  for_each<Op, rpn::Pass::kArguments>(p);
+  if (Float::kLog)
+    scratch.log_();
+  else
+    scratch.exp_();
+  for_each<Op, rpn::Pass::kFinish>(p);
 }
 
 // Anchors row by row (level, y) without per-element index arithmetic, for the first
@@ -92,8 +108,8 @@ void grid_anchors_cpu(const AnchorParams& p) {
     case ScalarKind::kBFloat16: return anchor_rows<Arith<c10::BFloat16>>(p);
   }
 }
-void decode_boxes_cpu(const BoxCodingParams& p) { for_each<rpn::DecodeOp>(p); }
-void encode_boxes_cpu(const BoxCodingParams& p) { for_each<rpn::EncodeOp>(p); }
-void propose_cpu(const ProposalParams& p) { for_each<rpn::ProposeOp>(p); }
+void decode_boxes_cpu(const BoxCodingParams& p) { with_torch_transcendentals<rpn::DecodeOp>(p); }
+void encode_boxes_cpu(const BoxCodingParams& p) { with_torch_transcendentals<rpn::EncodeOp>(p); }
+void propose_cpu(const ProposalParams& p) { with_torch_transcendentals<rpn::ProposeOp>(p); }
 
 }  // namespace fastmask

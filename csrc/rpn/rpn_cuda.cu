@@ -1,7 +1,7 @@
 // CUDA kernels of the RPN ops: each op of rpn_math.h over its elements, one
-// thread per element in a grid-stride loop, so results equal the CPU kernels'
-// except where CUDA's expf/logf and the C library's differ. Params structs are
-// passed by value (they fit the parameter space).
+// thread per element in a grid-stride loop. exp and log are CUDA's expf/logf,
+// which torch.exp/log run on CUDA too. Params structs are passed by value (they
+// fit the parameter space).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -26,6 +26,14 @@ struct RpnArith : DeviceArith<T> {
     return DeviceArith<T>::round(v * (V(1) / static_cast<V>(s)));
   }
 };
+
+// CUDA's expf/logf are torch.exp/log's on CUDA: the kernels compute them inline.
+template <typename A>
+using DecodeInline = rpn::DecodeOp<A, rpn::Pass::kInline>;
+template <typename A>
+using EncodeInline = rpn::EncodeOp<A, rpn::Pass::kInline>;
+template <typename A>
+using ProposeInline = rpn::ProposeOp<A, rpn::Pass::kInline>;
 
 template <typename Op, typename Params>
 __global__ void for_each_kernel(const Params p) {
@@ -58,13 +66,13 @@ LaunchStatus grid_anchors_cuda(const AnchorParams& p, cudaStream_t s) {
   return for_each<rpn::AnchorOp>(p, s, "anchor_kernel");
 }
 LaunchStatus decode_boxes_cuda(const BoxCodingParams& p, cudaStream_t s) {
-  return for_each<rpn::DecodeOp>(p, s, "decode_kernel");
+  return for_each<DecodeInline>(p, s, "decode_kernel");
 }
 LaunchStatus encode_boxes_cuda(const BoxCodingParams& p, cudaStream_t s) {
-  return for_each<rpn::EncodeOp>(p, s, "encode_kernel");
+  return for_each<EncodeInline>(p, s, "encode_kernel");
 }
 LaunchStatus propose_cuda(const ProposalParams& p, cudaStream_t s) {
-  return for_each<rpn::ProposeOp>(p, s, "proposal_candidate_kernel");
+  return for_each<ProposeInline>(p, s, "proposal_candidate_kernel");
 }
 
 }  // namespace fastmask

@@ -7,8 +7,10 @@
 // float32/float64), Python scalars are converted to that dtype first (as
 // ATen's clamp / comparison kernels do), and nothing is contracted into an
 // FMA (-ffp-contract=off, -fmad=false). So anchors, clipping and the tests are
-// bit-equal to torchvision; decoded boxes differ only where torch's vectorised
-// exp/log (SLEEF on the CPU) differs from the C library's by an ulp.
+// bit-equal to torchvision. exp and log are the one place where implementations
+// round differently (torch's CPU exp/log are vectorised library code whose
+// results depend on the CPU; CUDA's torch.exp is expf): CUDA computes them inline,
+// the CPU takes them from torch's own exp/log (see Pass), so both equal torchvision.
 //
 // `A` is the arithmetic of one storage type T: `V` the compute type (float for
 // fp16/bf16), load/store/round, exp/log, and div_scalar (ATen divides by a
@@ -75,10 +77,51 @@ FASTMASK_HOST_DEVICE void grid_anchor(const AnchorGrid& g, GridCell c, typename 
   out[3] = anchor_coord<A>(c.y * g.stride_h, cell[3]);
 }
 
-// BoxCoder.decode_single for one 4-vector of codes against its box.
+// How a kernel gets the exp (decode) or log (encode) values of its elements.
+// kInline: computes them itself (CUDA, where torch.exp/log are expf/logf too).
+// kArguments, then kFinish (the CPU): the first pass writes the arguments of
+// exp/log, [n, 2] in the dtype, to Params::transcendental; the binding applies
+// torch's own exp_/log_ to that buffer; the second pass reads the values back.
+// So the results are torchvision's bit for bit whatever library code torch's
+// CPU exp and log run on this machine.
+enum class Pass { kInline, kArguments, kFinish };
+
+template <typename A>
+struct TranscendentalPair {
+  typename A::V first, second;
+};
+
+// exp or log of (first, second) for element i, per the pass: the values, or
+// nothing (kArguments: the arguments are stored and the caller returns).
+template <typename A, Pass P, bool kLog>
+FASTMASK_HOST_DEVICE bool transcendental(void* buffer, int64_t i, TranscendentalPair<A>& v) {
+  using T = typename A::T;
+  T* slot = static_cast<T*>(buffer) + 2 * i;
+  if constexpr (P == Pass::kArguments) {
+    slot[0] = A::store(v.first);
+    slot[1] = A::store(v.second);
+    return false;
+  } else if constexpr (P == Pass::kFinish) {
+    v = {A::load(slot[0]), A::load(slot[1])};
+  } else if constexpr (kLog) {
+    v = {A::round(A::log(v.first)), A::round(A::log(v.second))};
+  } else {
+    v = {A::round(A::exp(v.first)), A::round(A::exp(v.second))};
+  }
+  return true;
+}
+
+// BoxCoder.decode_single for one 4-vector of codes against its box, in two
+// steps around the exp: the exponents (dw, dh), then the box from exp(dw), exp(dh).
+template <typename A>
+FASTMASK_HOST_DEVICE TranscendentalPair<A> decode_exponents(const typename A::V code[4], const double weights[4],
+                                                            typename A::V clip) {
+  return {min_nan(A::div_scalar(code[2], weights[2]), clip), min_nan(A::div_scalar(code[3], weights[3]), clip)};
+}
+
 template <typename A>
 FASTMASK_HOST_DEVICE void decode_box(const typename A::V box[4], const typename A::V code[4],
-                                     const double weights[4], typename A::V clip, typename A::V out[4]) {
+                                     const double weights[4], TranscendentalPair<A> exps, typename A::V out[4]) {
   using V = typename A::V;
   const V one_half = 0.5;
   const V width = A::round(box[2] - box[0]);
@@ -87,12 +130,10 @@ FASTMASK_HOST_DEVICE void decode_box(const typename A::V box[4], const typename 
   const V ctr_y = A::round(box[1] + A::round(one_half * height));
   const V dx = A::div_scalar(code[0], weights[0]);
   const V dy = A::div_scalar(code[1], weights[1]);
-  const V dw = min_nan(A::div_scalar(code[2], weights[2]), clip);
-  const V dh = min_nan(A::div_scalar(code[3], weights[3]), clip);
   const V pred_ctr_x = A::round(A::round(dx * width) + ctr_x);
   const V pred_ctr_y = A::round(A::round(dy * height) + ctr_y);
-  const V pred_w = A::round(A::round(A::exp(dw)) * width);
-  const V pred_h = A::round(A::round(A::exp(dh)) * height);
+  const V pred_w = A::round(exps.first * width);
+  const V pred_h = A::round(exps.second * height);
   const V half_w = A::round(one_half * pred_w);
   const V half_h = A::round(one_half * pred_h);
   out[0] = A::round(pred_ctr_x - half_w);
@@ -101,10 +142,18 @@ FASTMASK_HOST_DEVICE void decode_box(const typename A::V box[4], const typename 
   out[3] = A::round(pred_ctr_y + half_h);
 }
 
-// torchvision's encode_boxes: the codes that take `proposal` to `reference`.
+// torchvision's encode_boxes: the codes that take `proposal` to `reference`,
+// in two steps around the log: the size ratios, then the codes from their logs.
+template <typename A>
+FASTMASK_HOST_DEVICE TranscendentalPair<A> encode_ratios(const typename A::V reference[4],
+                                                         const typename A::V proposal[4]) {
+  return {A::round(A::round(reference[2] - reference[0]) / A::round(proposal[2] - proposal[0])),
+          A::round(A::round(reference[3] - reference[1]) / A::round(proposal[3] - proposal[1]))};
+}
+
 template <typename A>
 FASTMASK_HOST_DEVICE void encode_box(const typename A::V reference[4], const typename A::V proposal[4],
-                                     const double weights[4], typename A::V out[4]) {
+                                     const double weights[4], TranscendentalPair<A> logs, typename A::V out[4]) {
   using V = typename A::V;
   const V one_half = 0.5;
   const V ex_w = A::round(proposal[2] - proposal[0]);
@@ -118,8 +167,8 @@ FASTMASK_HOST_DEVICE void encode_box(const typename A::V reference[4], const typ
   // The weights are a tensor of the boxes' dtype in torchvision.
   out[0] = A::round(A::round(to_dtype<A>(weights[0]) * A::round(gt_ctr_x - ex_ctr_x)) / ex_w);
   out[1] = A::round(A::round(to_dtype<A>(weights[1]) * A::round(gt_ctr_y - ex_ctr_y)) / ex_h);
-  out[2] = A::round(to_dtype<A>(weights[2]) * A::round(A::log(A::round(gt_w / ex_w))));
-  out[3] = A::round(to_dtype<A>(weights[3]) * A::round(A::log(A::round(gt_h / ex_h))));
+  out[2] = A::round(to_dtype<A>(weights[2]) * logs.first);
+  out[3] = A::round(to_dtype<A>(weights[3]) * logs.second);
 }
 
 // The element-wise ops, one element per call of apply(p, i), i < size(p): run
@@ -147,38 +196,41 @@ FASTMASK_HOST_DEVICE void AnchorOp<A>::apply(const AnchorParams& p, int64_t i) {
 }
 
 // The 4-vector `i` of [num_boxes, classes] codes.
-template <typename A>
+template <typename A, Pass P>
 struct DecodeOp {
+  static constexpr bool kLog = false;
   static FASTMASK_HOST_DEVICE int64_t size(const BoxCodingParams& p) { return p.num_boxes * p.classes; }
   static FASTMASK_HOST_DEVICE void apply(const BoxCodingParams& p, int64_t i);
 };
 
-template <typename A>
-FASTMASK_HOST_DEVICE void DecodeOp<A>::apply(const BoxCodingParams& p, int64_t i) {
+template <typename A, Pass P>
+FASTMASK_HOST_DEVICE void DecodeOp<A, P>::apply(const BoxCodingParams& p, int64_t i) {
   using T = typename A::T;
   using V = typename A::V;
-  const int64_t n = i / p.classes, c = i - n * p.classes;
+  const int64_t n = i / p.classes;
+  const T* code_in = static_cast<const T*>(p.codes) + i * 4;
+  V code[4];
+  for (int j = 0; j < 4; ++j) code[j] = A::load(code_in[j]);
+  TranscendentalPair<A> exps = decode_exponents<A>(code, p.weights, to_dtype<A>(p.clip));
+  if (!transcendental<A, P, false>(p.transcendental, i, exps)) return;
   const T* b = static_cast<const T*>(p.boxes) + n * 4;
-  const T* code_in = static_cast<const T*>(p.codes) + (n * p.classes + c) * 4;
-  V box[4], code[4], out[4];
-  for (int j = 0; j < 4; ++j) {
-    box[j] = A::load(b[j]);
-    code[j] = A::load(code_in[j]);
-  }
-  decode_box<A>(box, code, p.weights, to_dtype<A>(p.clip), out);
-  T* o = static_cast<T*>(p.out) + (n * p.classes + c) * 4;
+  V box[4], out[4];
+  for (int j = 0; j < 4; ++j) box[j] = A::load(b[j]);
+  decode_box<A>(box, code, p.weights, exps, out);
+  T* o = static_cast<T*>(p.out) + i * 4;
   for (int j = 0; j < 4; ++j) o[j] = A::store(out[j]);
 }
 
 // Box `n` of num_boxes.
-template <typename A>
+template <typename A, Pass P>
 struct EncodeOp {
+  static constexpr bool kLog = true;
   static FASTMASK_HOST_DEVICE int64_t size(const BoxCodingParams& p) { return p.num_boxes; }
   static FASTMASK_HOST_DEVICE void apply(const BoxCodingParams& p, int64_t n);
 };
 
-template <typename A>
-FASTMASK_HOST_DEVICE void EncodeOp<A>::apply(const BoxCodingParams& p, int64_t n) {
+template <typename A, Pass P>
+FASTMASK_HOST_DEVICE void EncodeOp<A, P>::apply(const BoxCodingParams& p, int64_t n) {
   using T = typename A::T;
   using V = typename A::V;
   const T* r = static_cast<const T*>(p.codes) + n * 4;
@@ -188,23 +240,26 @@ FASTMASK_HOST_DEVICE void EncodeOp<A>::apply(const BoxCodingParams& p, int64_t n
     reference[j] = A::load(r[j]);
     proposal[j] = A::load(q[j]);
   }
-  encode_box<A>(reference, proposal, p.weights, out);
+  TranscendentalPair<A> logs = encode_ratios<A>(reference, proposal);
+  if (!transcendental<A, P, true>(p.transcendental, n, logs)) return;
+  encode_box<A>(reference, proposal, p.weights, logs, out);
   T* o = static_cast<T*>(p.out) + n * 4;
   for (int j = 0; j < 4; ++j) o[j] = A::store(out[j]);
 }
 
 // Candidate i of [B, K]: its anchor, decoded with its deltas, clipped to the
 // image, and whether it survives remove_small_boxes and the score threshold.
-template <typename A>
+template <typename A, Pass P>
 struct ProposeOp {
+  static constexpr bool kLog = false;
   static FASTMASK_HOST_DEVICE int64_t size(const ProposalParams& p) {
     return p.num_images * p.level_start[p.num_levels];
   }
   static FASTMASK_HOST_DEVICE void apply(const ProposalParams& p, int64_t i);
 };
 
-template <typename A>
-FASTMASK_HOST_DEVICE void ProposeOp<A>::apply(const ProposalParams& p, int64_t i) {
+template <typename A, Pass P>
+FASTMASK_HOST_DEVICE void ProposeOp<A, P>::apply(const ProposalParams& p, int64_t i) {
   using T = typename A::T;
   using V = typename A::V;
   const int64_t K = p.level_start[p.num_levels];
@@ -212,13 +267,14 @@ FASTMASK_HOST_DEVICE void ProposeOp<A>::apply(const ProposalParams& p, int64_t i
   const int l = level_of(p.level_start, p.num_levels, k);
   const AnchorGrid& g = p.levels[l];
   const GridCell c = grid_cell(g, p.topk_index[i]);
-  V anchor[4];
-  grid_anchor<A>(g, c, anchor);
   const int64_t* s = p.delta_strides[l];
   const T* d = static_cast<const T*>(p.deltas[l]) + b * s[0] + c.a * 4 * s[1] + c.y * s[2] + c.x * s[3];
   const V code[4] = {A::load(d[0]), A::load(d[s[1]]), A::load(d[2 * s[1]]), A::load(d[3 * s[1]])};
-  V box[4];
-  decode_box<A>(anchor, code, p.weights, to_dtype<A>(p.clip), box);
+  TranscendentalPair<A> exps = decode_exponents<A>(code, p.weights, to_dtype<A>(p.clip));
+  if (!transcendental<A, P, false>(p.transcendental, i, exps)) return;
+  V anchor[4], box[4];
+  grid_anchor<A>(g, c, anchor);
+  decode_box<A>(anchor, code, p.weights, exps, box);
 
   const V zero = 0;
   const V max_x = to_dtype<A>(p.image_sizes[b * 2 + 1]), max_y = to_dtype<A>(p.image_sizes[b * 2]);

@@ -39,6 +39,7 @@ struct BoxCodingParams {
   double clip = 0;                 // decode: upper bound of dw, dh
   ScalarKind dtype = ScalarKind::kFloat32;
   void* out = nullptr;
+  void* transcendental = nullptr;  // [size, 2] exp (decode) / log (encode) scratch: see rpn::Pass
 };
 
 // The candidates of proposal generation: the per-level top-k anchors of each
@@ -60,6 +61,7 @@ struct ProposalParams {
   ScalarKind dtype = ScalarKind::kFloat32;
   void* boxes = nullptr;  // out: [B, K, 4]
   bool* valid = nullptr;  // out: [B, K] big enough and scored >= score_thresh
+  void* transcendental = nullptr;  // [B * K, 2] exp scratch: see rpn::Pass
 };
 
 }  // namespace fastmask

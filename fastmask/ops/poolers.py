@@ -1,6 +1,7 @@
 """MultiScaleRoIAlign: a drop-in for ``torchvision.ops.MultiScaleRoIAlign`` that pools
 every FPN level in one kernel launch (no Python loop over levels, no per-level
 ``torch.where`` / gather / scatter)."""
+import math
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
@@ -45,6 +46,14 @@ def map_levels(boxes: Tensor, k_min: int, k_max: int, canonical_scale: int = 224
     return lvls.to(torch.int64) - k_min
 
 
+def _level(scale: float) -> int:
+    """The FPN level k of a scale 2**-k."""
+    if torch.jit.is_scripting():
+        return int(-torch.log2(torch.tensor(scale, dtype=torch.float64)))  # TorchScript has no math.log2
+    else:
+        return int(-math.log2(scale))  # plain Python: no tensor, nothing for torch.compile to trace
+
+
 def _filter_input(x: Dict[str, Tensor], featmap_names: List[str]) -> List[Tensor]:
     """The features named in ``featmap_names``, in the dict's order (as torchvision)."""
     if not torch.jit.is_scripting():
@@ -86,9 +95,7 @@ def _multiscale_roi_align(
         return roi_align(features[0], boxes, output_size, scales[0], sampling_ratio, False, deterministic)
     if len(boxes) == 0:
         return features[0].new_zeros((0, features[0].shape[1], output_size[0], output_size[1]))
-    # torchvision's level range: log2 of the float32 scales
-    k_min = int(-torch.log2(torch.tensor(scales[0], dtype=torch.float32)))
-    k_max = int(-torch.log2(torch.tensor(scales[-1], dtype=torch.float32)))
+    k_min, k_max = _level(scales[0]), _level(scales[-1])
     rois = convert_boxes_to_roi_format(boxes)
     levels = map_levels(rois[:, 1:], k_min, k_max, canonical_scale, canonical_level)
     return torch.ops.fastmask.multi_level_roi_align(
