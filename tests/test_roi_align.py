@@ -170,16 +170,26 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(lambda t: roi_align(t, rois, 2, 1.0, 2, True), (xc,))
 
 
-def test_opcheck(seed):
-    x = torch.randn(2, 3, 9, 8)
-    rois = random_rois(6, 2, 9, 8)
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+# `deterministic` selects a CUDA backward kernel; the CPU ignores it.
+DETERMINISTIC = {"cpu": (False,), "cuda": (False, True)}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(seed, device):
+    x = torch.randn(2, 3, 9, 8, device=device)
+    rois = random_rois(6, 2, 9, 8, device=device)
     for layout in (torch.contiguous_format, torch.channels_last):
         xl = x.contiguous(memory_format=layout).requires_grad_()
-        torch.library.opcheck(torch.ops.fastmask.roi_align.default, (xl, rois, 1.0, 3, 2, 2, True, False))
-    g = torch.randn(6, 3, 3, 2)
-    torch.library.opcheck(
-        torch.ops.fastmask.roi_align_backward.default, (g, rois, 1.0, 3, 2, 2, 3, 9, 8, 2, True, False, False)
-    )
+        for deterministic in DETERMINISTIC[device]:
+            torch.library.opcheck(torch.ops.fastmask.roi_align.default, (xl, rois, 1.0, 3, 2, 2, True, deterministic))
+    g = torch.randn(6, 3, 3, 2, device=device)
+    for channels_last in (False, True):
+        for deterministic in DETERMINISTIC[device]:
+            torch.library.opcheck(
+                torch.ops.fastmask.roi_align_backward.default,
+                (g, rois, 1.0, 3, 2, 2, 3, 9, 8, 2, True, channels_last, deterministic),
+            )
 
 
 def test_torch_compile_fullgraph(seed):
@@ -337,14 +347,123 @@ def test_cuda_bad_batch_index_gives_zeros_without_sync():
     assert torch.equal(roi_align(x, rois, 2).cpu(), torch.zeros(2, 3, 2, 2))
 
 
-@pytest.mark.cuda
-def test_cuda_opcheck(seed):
-    x = torch.randn(2, 3, 9, 8, device="cuda", requires_grad=True)
-    rois = random_rois(6, 2, 9, 8, device="cuda")
-    torch.library.opcheck(torch.ops.fastmask.roi_align.default, (x, rois, 1.0, 3, 2, 2, True, False))
-
-
 def test_fractional_batch_index_truncates_like_torchvision():
     x = torch.randn(2, 3, 8, 8)
     rois = torch.tensor([[-0.5, 1, 1, 5, 5], [1.9, 1, 1, 5, 5]])
     assert torch.equal(roi_align(x, rois, 2), tv_roi_align(x, rois, 2))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("multi_level", [False, True])
+def test_cuda_deterministic_backward_float32_equals_cpu_bitwise(seed, layout, multi_level):
+    # float32, several images, C = 257 (the kernel's 256 threads then take two channels each
+    # for some), and with multi_level, three levels of which one is not a multiple of the
+    # 4-row bands. The CPU backward is torchvision's order of additions; so must this be.
+    batch, channels, output = 3, 257, (4, 3)
+    shapes = [(21, 18), (11, 9), (5, 5)] if multi_level else [(21, 18)]
+    scales = [1.0, 0.5, 0.25][: len(shapes)]
+    rois = random_rois(60, batch, 21, 18)
+    levels = torch.randint(0, len(shapes), (60,))
+    grad = torch.randn(60, channels, *output)
+    channels_last = layout == torch.channels_last
+    for sampling_ratio, aligned in ((2, True), (-1, False), (3, True)):
+
+        def backward(device, deterministic):
+            args = (grad.to(device), rois.to(device))
+            if multi_level:
+                return torch.ops.fastmask.multi_level_roi_align_backward(
+                    *args, levels.to(device), scales, [h for h, _ in shapes], [w for _, w in shapes], batch,
+                    channels, *output, sampling_ratio, aligned, channels_last, deterministic)
+            h, w = shapes[0]
+            return [torch.ops.fastmask.roi_align_backward(*args, 1.0, *output, batch, channels, h, w, sampling_ratio,
+                                                          aligned, channels_last, deterministic)]
+
+        cpu = backward("cpu", False)
+        runs = [backward("cuda", True) for _ in range(2)]
+        for level, expected in enumerate(cpu):
+            assert expected.abs().sum() > 0
+            for run in runs:
+                assert run[level].is_contiguous(memory_format=layout)
+                assert torch.equal(run[level].cpu(), expected), (sampling_ratio, aligned, level)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("deterministic", [False, True])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_cuda_half_backward_against_float32_cpu(seed, dtype, deterministic, layout):
+    # Both CUDA kernels accumulate fp16/bf16 gradients in float32 and round once at the end, as
+    # the CPU does. The deterministic kernel adds in the CPU's order, so its float32 sums are
+    # the float32 CPU's and its result is that rounded to `dtype`, exactly. The atomic one
+    # reorders float32 additions (relative error ~1e-6), which can move the final rounding by
+    # one step: within one ulp of `dtype` (eps * |value|), plus 1e-5 for float32 sums near 0.
+    grad = torch.randn(40, 24, 3, 3).to(dtype)  # exact in float32
+    rois = random_rois(40, 2, 14, 13)
+    args = (1.0, 3, 3, 2, 24, 14, 13, 2, True)
+    ref = torch.ops.fastmask.roi_align_backward(grad.float(), rois, *args, False, False)
+    got = torch.ops.fastmask.roi_align_backward(grad.cuda(), rois.cuda(), *args, layout == torch.channels_last,
+                                                deterministic)
+    assert got.dtype == dtype and got.is_contiguous(memory_format=layout)
+    if deterministic:
+        assert torch.equal(got.cpu(), ref.to(dtype))
+    else:
+        torch.testing.assert_close(got.cpu().float(), ref, rtol=torch.finfo(dtype).eps, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("aligned", [False, True])
+def test_cuda_huge_boxes_adaptive_sampling_equal_cpu(seed, dtype, aligned):
+    # Adaptive grids of 10^3..10^6 samples per bin: the CUDA kernels bound the samples they visit
+    # by the map (forward, atomic backward) and by the band (deterministic backward), and must
+    # still add exactly the CPU's samples. The last box is inverted (no samples when adaptive).
+    x = torch.randn(2, 40, 9, 11, dtype=dtype)
+    rois = torch.tensor(
+        [[0, -1500, -900, 1600, 1300], [1, 2, -3000, 4, 3000], [0, -2e6, 1, 2e6, 5], [1, -1e5, -1e5, 1e5, 1e5],
+         [1, 3, 4, -9e4, -8e4], [0, -7e5, -3, 7e5, 12]], dtype=dtype)
+    grad = torch.randn(rois.shape[0], 40, 3, 2, dtype=dtype)
+    xc = x.clone().requires_grad_()
+    out_c = roi_align(xc, rois, (3, 2), 1.0, -1, aligned)
+    out_c.backward(grad)
+    xg = x.cuda().requires_grad_()
+    out_g = roi_align(xg, rois.cuda(), (3, 2), 1.0, -1, aligned, deterministic=True)
+    out_g.backward(grad.cuda())
+    assert torch.equal(out_g.cpu(), out_c)
+    assert torch.equal(xg.grad.cpu(), xc.grad)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("deterministic", [False, True])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_cuda_stride_zero_gradient(seed, deterministic, layout):
+    # out.sum().backward() hands the backward an expanded (all strides 0) gradient.
+    x = torch.randn(2, 37, 12, 10, dtype=torch.float64)
+    rois = random_rois(25, 2, 12, 10, dtype=torch.float64)
+    xc = x.clone().requires_grad_()
+    roi_align(xc, rois, 3, 1.0, 2, True).sum().backward()
+    xg = x.cuda().contiguous(memory_format=layout).requires_grad_()
+    out = roi_align(xg, rois.cuda(), 3, 1.0, 2, True, deterministic=deterministic)
+    assert torch.equal(out.cpu(), roi_align(x, rois, 3, 1.0, 2, True))
+    out.sum().backward()
+    if deterministic:
+        assert torch.equal(xg.grad.cpu(), xc.grad)
+    else:
+        torch.testing.assert_close(xg.grad.cpu(), xc.grad)
+
+
+@pytest.mark.cuda
+def test_cuda_forward_and_deterministic_backward_do_not_sync(seed):
+    x = torch.randn(2, 8, 12, 10, device="cuda", requires_grad=True)
+    rois = random_rois(30, 2, 12, 10, device="cuda")
+    levels = torch.randint(0, 2, (30,), device="cuda")
+    feats = [torch.randn(2, 8, 12, 10, device="cuda", requires_grad=True),
+             torch.randn(2, 8, 6, 5, device="cuda", requires_grad=True)]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        roi_align(x, rois, 3, 1.0, 2, True, deterministic=True).sum().backward()
+        torch.ops.fastmask.multi_level_roi_align(feats, rois, levels, [1.0, 0.5], 3, 3, 2, True, True).sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert x.grad.abs().sum() > 0 and feats[1].grad.abs().sum() > 0

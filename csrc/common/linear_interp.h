@@ -99,6 +99,14 @@ FASTMASK_HOST_DEVICE A blend(A v0, A w0, A v1, A w1) {
   return torch_mul_add<Fused>(v0, w0, v1 * w1);
 }
 
+// Whether upsample_bilinear2d takes its channels-last kernel on the CPU (its own
+// rule, in upsample_bilinear2d_kernel_impl_float), for an input of `channels`
+// that is channels_last-contiguous or not, on one thread or more.
+inline bool torch_takes_four_tap(bool channels_last_input, int64_t channels, int64_t out_height, int64_t out_width,
+                                 bool single_thread) {
+  return (channels_last_input && channels > 3) || out_height + out_width <= 128 || (single_thread && channels == 3);
+}
+
 // Channels of PyTorch's channels-last kernel below a multiple of its vector width
 // (32 bytes under every CPU capability: 8 floats, 4 doubles) go through its
 // vector code, the rest through its scalar loop; the two sum the four taps in

@@ -6,6 +6,7 @@
 
 #include "common/huge_pages.h"
 #include "common/scalar_kind_aten.h"
+#include "common/torch_cpu_arith.h"
 #include "paste_cpu.h"
 #include "paste_registration.h"
 
@@ -67,6 +68,7 @@ at::Tensor paste_masks_in_image(PasteKernel kernel, const at::Tensor& masks, con
   p.out = out.data_ptr();
   p.binary = threshold.has_value();
   p.threshold = threshold.value_or(0.0);
+  p.torch_fused = torch_kernels_fused();
   kernel(p);
   return out;
 }

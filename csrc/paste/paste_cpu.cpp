@@ -2,6 +2,10 @@
 // is written once (zeros outside the mask's box). A thread keeps the padded
 // mask and the x-taps of the mask it is on, and resamples two padded mask rows
 // per output row, so no resized mask or full-image intermediate is allocated.
+// The arithmetic is that of the F.interpolate call torchvision makes per mask
+// ([1, 1, M + 2p, M + 2p] to the box): PyTorch's channels-last kernel for boxes
+// with height + width <= 128, its separable one otherwise, rounded as PyTorch's
+// kernels round on this CPU (common/linear_interp.h).
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -16,17 +20,23 @@
 namespace fastmask {
 namespace {
 
-// The mask's values in the rows of one output row: two resampled rows blended.
-template <typename A>
-FASTMASK_FMA_CLONES void resample(const A* r0, A wy0, const A* r1, A wy1, const LinearTap<A>* xs, int64_t n,
-                                  A* out) {
+// The mask's values in the rows of one output row from two padded mask rows.
+template <typename A, bool Fused>
+FASTMASK_FMA_CLONES void resample(const A* r0, const A* r1, const LinearTap<A>& ty, const LinearTap<A>* xs,
+                                  bool channels_last_kernel, int64_t n, A* out) {
+  if (channels_last_kernel) {  // one channel: that kernel's scalar loop
+    for (int64_t x = 0; x < n; ++x)
+      out[x] = four_tap<A, Fused>(r0[xs[x].i0], r0[xs[x].i1], r1[xs[x].i0], r1[xs[x].i1], ty, xs[x], false);
+    return;
+  }
   for (int64_t x = 0; x < n; ++x) {
     const LinearTap<A>& t = xs[x];
-    out[x] = blend(blend(r0[t.i0], t.w0, r0[t.i1], t.w1), wy0, blend(r1[t.i0], t.w0, r1[t.i1], t.w1), wy1);
+    out[x] = blend<A, Fused>(blend<A, Fused>(r0[t.i0], t.w0, r0[t.i1], t.w1), ty.w0,
+                             blend<A, Fused>(r1[t.i0], t.w0, r1[t.i1], t.w1), ty.w1);
   }
 }
 
-template <typename T, typename A, typename Out>
+template <typename T, typename A, typename Out, bool Fused>
 void run(const PasteParams& p) {
   const T* masks = static_cast<const T*>(p.masks);
   Out* out = static_cast<Out*>(p.out);
@@ -36,6 +46,7 @@ void run(const PasteParams& p) {
 
   at::parallel_for(0, p.num_masks * p.height, 16, [&](int64_t begin, int64_t end) {
     int64_t current = -1;
+    bool channels_last_kernel = false;
     PasteBox<A> box{};
     std::vector<A> padded(ph * pw), values;
     std::vector<LinearTap<A>> xs;
@@ -53,14 +64,16 @@ void run(const PasteParams& p) {
         xs.resize(box.col_end - box.col_begin);
         values.resize(xs.size());
         for (int64_t x = box.col_begin; x < box.col_end; ++x)
-          xs[x - box.col_begin] = linear_tap<A>(x - box.x0, pw, box.box_w, box.step_w);
+          xs[x - box.col_begin] = linear_tap<A, Fused>(x - box.x0, pw, box.box_w, box.step_w);
+        // One channel, not channels_last: the thread count does not enter PyTorch's choice.
+        channels_last_kernel = torch_takes_four_tap(false, 1, box.box_h, box.box_w, false);
       }
       int64_t x = 0;
       if (y >= box.row_begin && y < box.row_end) {
-        const LinearTap<A> ty = linear_tap<A>(y - box.y0, ph, box.box_h, box.step_h);
+        const LinearTap<A> ty = linear_tap<A, Fused>(y - box.y0, ph, box.box_h, box.step_h);
         for (; x < box.col_begin; ++x) row[x] = Out(0);
-        resample(padded.data() + ty.i0 * pw, ty.w0, padded.data() + ty.i1 * pw, ty.w1, xs.data(),
-                 static_cast<int64_t>(xs.size()), values.data());
+        resample<A, Fused>(padded.data() + ty.i0 * pw, padded.data() + ty.i1 * pw, ty, xs.data(), channels_last_kernel,
+                           static_cast<int64_t>(xs.size()), values.data());
         for (const A v : values) {
           if constexpr (std::is_same_v<Out, bool>)
             row[x++] = static_cast<A>(static_cast<T>(v)) > threshold;  // as `pasted > threshold`
@@ -76,9 +89,9 @@ void run(const PasteParams& p) {
 template <typename T, typename A>
 void run_output(const PasteParams& p) {
   if (p.binary)
-    run<T, A, bool>(p);
+    p.torch_fused ? run<T, A, bool, true>(p) : run<T, A, bool, false>(p);
   else
-    run<T, A, T>(p);
+    p.torch_fused ? run<T, A, T, true>(p) : run<T, A, T, false>(p);
 }
 
 }  // namespace

@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/Version.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
@@ -11,7 +10,9 @@
 #include <vector>
 
 #include "common/huge_pages.h"
+#include "common/linear_interp.h"
 #include "common/scalar_kind_aten.h"
+#include "common/torch_cpu_arith.h"
 #include "resize_cpu.h"
 #include "resize_registration.h"
 
@@ -22,23 +23,11 @@ void set_strides(int64_t (&out)[4], int64_t n, int64_t c, int64_t y, int64_t x) 
   out[0] = n, out[1] = c, out[2] = y, out[3] = x;
 }
 
-// Whether PyTorch's CPU kernels fuse multiply-adds: its AVX2 and AVX-512 builds
-// do, its DEFAULT build does not (x86-64; elsewhere the compiler always fuses).
-bool torch_kernels_fused() {
-#if defined(__x86_64__) || defined(_M_X64)
-  static const bool fused = at::get_cpu_capability() != "DEFAULT";
-  return fused;
-#else
-  return true;
-#endif
-}
-
-// Whether upsample_bilinear2d takes its channels-last kernel on the CPU for this
-// input and output size: PyTorch's own rule (which reads the thread count).
-bool torch_takes_four_tap(const at::Tensor& torch_input, int64_t out_height, int64_t out_width) {
-  const int64_t channels = torch_input.size(1);
-  return (torch_input.is_contiguous(at::MemoryFormat::ChannelsLast) && channels > 3) ||
-         out_height + out_width <= 128 || (at::get_num_threads() == 1 && channels == 3);
+// Whether F.interpolate would take PyTorch's channels-last kernel for this input (as torch
+// passes it to the kernel) and output size, now.
+bool interpolate_takes_four_tap(const at::Tensor& torch_input, int64_t out_height, int64_t out_width) {
+  return torch_takes_four_tap(torch_input.is_contiguous(at::MemoryFormat::ChannelsLast), torch_input.size(1),
+                              out_height, out_width, at::get_num_threads() == 1);
 }
 
 void check_scale_factor(c10::optional<double> s, const char* name) {
@@ -78,7 +67,7 @@ at::Tensor resize_bilinear(ResizeKernel kernel, const at::Tensor& input, int64_t
   p.scale_factor_w = scale_factor_w.value_or(0.0);
   // uint8 output rounds the exact value (PyTorch's uint8 kernel is a fixed-point one).
   p.torch_fused = p.dst_uint8 || torch_kernels_fused();
-  p.torch_four_tap = !p.dst_uint8 && torch_takes_four_tap(input, out_height, out_width);
+  p.torch_four_tap = !p.dst_uint8 && interpolate_takes_four_tap(input, out_height, out_width);
   if (output.is_cpu()) advise_huge_pages(output.data_ptr(), output.nbytes());
   p.dst = output.data_ptr();
   set_strides(p.dst_stride, output.stride(0), output.stride(1), output.stride(2), output.stride(3));
@@ -150,7 +139,7 @@ at::Tensor preprocess_images(ResizeKernel kernel, at::TensorList images, at::Int
     job.out_width = sizes[2 * i + 1];
     // torchvision resizes the normalised image[None], which keeps the image's layout.
     const at::Tensor as_nchw = (uint8 ? im.permute({2, 0, 1}) : im).unsqueeze(0);
-    job.torch_four_tap = torch_takes_four_tap(as_nchw, job.out_height, job.out_width);
+    job.torch_four_tap = interpolate_takes_four_tap(as_nchw, job.out_height, job.out_width);
     at::Tensor out = batch.select(0, i);
     job.dst = out.data_ptr();
     set_strides(job.dst_stride, 0, out.stride(0), out.stride(1), out.stride(2));

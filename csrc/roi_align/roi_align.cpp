@@ -102,6 +102,27 @@ at::Tensor fill_common(RoIAlignParams& p, const RoIAlignBackend& backend, const 
 
 }  // namespace
 
+RoIBuckets bucket_rois(const at::Tensor& rois_acc, const c10::optional<at::Tensor>& levels,
+                       int64_t batch_size, int64_t num_levels) {
+  // The image test is roi_geometry's (in the RoIs' own type, NaN failing it), so every RoI
+  // the kernels see on level l of image n is in bucket (l, n).
+  const at::Tensor b = rois_acc.select(1, 0);
+  const at::Tensor in_batch = b.gt(-1).logical_and_(b.lt(batch_size));
+  const at::Tensor image = at::where(in_batch, b, 0).trunc().to(at::kLong);
+  at::Tensor key = image;
+  at::Tensor in_range = in_batch;
+  if (levels) {
+    key = *levels * batch_size + image;
+    in_range = in_range.logical_and(levels->ge(0)).logical_and_(levels->lt(num_levels));
+  }
+  const int64_t num_buckets = num_levels * batch_size;
+  key = at::where(in_range, key, num_buckets);
+  // Stable: RoIs stay in increasing order within a bucket (the kernels' order of additions).
+  const auto [sorted, order] = key.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false);
+  at::Tensor begin = at::searchsorted(sorted, at::arange(num_buckets + 1, key.options()));
+  return {order, begin};
+}
+
 at::Tensor multi_level_roi_align_forward(const RoIAlignBackend& backend, at::TensorList features,
                                          const at::Tensor& rois, const c10::optional<at::Tensor>& levels,
                                          at::ArrayRef<double> spatial_scales, int64_t pooled_height,
@@ -146,10 +167,8 @@ at::Tensor multi_level_roi_align_forward(const RoIAlignBackend& backend, at::Ten
   at::Tensor output = at::empty({p.num_rois, p.channels, pooled_height, pooled_width},
                                 first.options().memory_format(format));
   p.output = output.data_ptr();
+  // The kernels give RoIs on an empty level zeros (level_roi_geometry), without reading it.
   if (output.numel() == 0) return output;
-  bool empty_map = false;
-  for (const auto& d : dense) empty_map = empty_map || d.numel() == 0;
-  if (empty_map) return output.zero_();
   backend.forward(p);
   return output;
 }
@@ -188,9 +207,18 @@ std::vector<at::Tensor> multi_level_roi_align_backward(
   p.grad_output = grad.const_data_ptr();
   for (const auto d : c10::irange(4)) p.grad_output_strides[d] = grad.stride(d);
 
-  bool empty = grad.numel() == 0;
-  for (const auto& g : grads) empty = empty || g.numel() == 0;
-  if (!empty) backend.backward(p);
+  // RoIs on an empty level get no gradient (level_roi_geometry); the others do.
+  bool any_pixel = false;
+  for (const auto& g : grads) any_pixel = any_pixel || g.numel() > 0;
+  RoIBuckets buckets;  // alive until the kernels are queued (the allocator is stream-ordered)
+  if (grad.numel() > 0 && any_pixel) {
+    if (backend.bucket_rois) {
+      buckets = bucket_rois(rois_acc, levels, batch_size, p.num_levels);
+      p.roi_order = buckets.order.const_data_ptr<int64_t>();
+      p.bucket_begin = buckets.begin.const_data_ptr<int64_t>();
+    }
+    backend.backward(p);
+  }
   const auto requested = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   for (auto& g : grads) g = g.to(grad.scalar_type()).contiguous(requested);
   return grads;

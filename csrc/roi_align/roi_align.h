@@ -23,7 +23,20 @@ struct RoIAlignBackend {
   // Kernels that accumulate the feature gradient channels_last whatever the
   // features' layout (the result is converted back at the end).
   bool channels_last_gradient = false;
+  // Backward kernels that walk the RoIs by (level, image): the binding fills
+  // RoIAlignParams::roi_order / bucket_begin (bucket_rois).
+  bool bucket_rois = false;
 };
+
+// RoI indices grouped by (level, image), as RoIAlignParams::roi_order / bucket_begin
+// describe, from the RoIs in the accumulation type (as the kernels read them) and the
+// optional [K] levels. Sync-free ATen ops on the RoIs' device.
+struct RoIBuckets {
+  at::Tensor order;  // [K] int64
+  at::Tensor begin;  // [num_levels * batch_size + 1] int64
+};
+RoIBuckets bucket_rois(const at::Tensor& rois_acc, const c10::optional<at::Tensor>& levels,
+                       int64_t batch_size, int64_t num_levels);
 
 at::Tensor multi_level_roi_align_forward(const RoIAlignBackend& backend, at::TensorList features,
                                          const at::Tensor& rois, const c10::optional<at::Tensor>& levels,

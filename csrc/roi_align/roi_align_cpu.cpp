@@ -54,15 +54,12 @@ void axis_taps(A start, A bin, int64_t grid, int64_t pooled, int64_t size,
 template <typename A>
 std::vector<RoITaps<A>> roi_taps(const RoIAlignParams& p) {
   std::vector<RoITaps<A>> all(p.num_rois);
-  const A* rois = static_cast<const A*>(p.rois);
   at::parallel_for(0, p.num_rois, 16, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
       RoITaps<A>& t = all[k];
-      t.level = p.roi_levels ? p.roi_levels[k] : 0;
-      const RoIAlignLevel& lv = p.levels[t.level];
-      t.geometry = roi_geometry<A>(rois + 5 * k, static_cast<A>(lv.spatial_scale), p.pooled_height,
-                                   p.pooled_width, p.sampling_ratio, p.aligned, p.batch_size);
+      t.geometry = level_roi_geometry<A>(p, k, t.level);
       if (!t.geometry.valid) continue;
+      const RoIAlignLevel& lv = p.levels[t.level];
       axis_taps(t.geometry.start_h, t.geometry.bin_h, t.geometry.grid_h, p.pooled_height, lv.height,
                 t.y_taps, t.y_begin);
       axis_taps(t.geometry.start_w, t.geometry.bin_w, t.geometry.grid_w, p.pooled_width, lv.width,

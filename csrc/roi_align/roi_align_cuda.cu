@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 
 #include "common/device_scalar.cuh"
+#include "roi_align_band.h"
 #include "roi_align_cuda.h"
 #include "roi_align_geometry.h"
 
@@ -18,8 +19,6 @@ namespace fastmask {
 namespace {
 
 constexpr int kThreads = 256;
-// Rows of one image's feature map owned by one block of the deterministic backward.
-constexpr int64_t kBandRows = 4;
 
 // Output element `index` -> (k, c, ph, pw); c is fastest for channels_last.
 struct BinIndex {
@@ -46,19 +45,6 @@ __device__ __forceinline__ BinIndex bin_index(int64_t index, const RoIAlignParam
   return b;
 }
 
-template <typename A>
-__device__ __forceinline__ RoIGeometry<A> geometry_of(const RoIAlignParams& p, int64_t k, int64_t& level) {
-  level = p.roi_levels ? p.roi_levels[k] : 0;
-  if (level < 0 || level >= p.num_levels) {
-    RoIGeometry<A> g{};
-    g.valid = false;
-    return g;
-  }
-  return roi_geometry<A>(static_cast<const A*>(p.rois) + 5 * k,
-                         static_cast<A>(p.levels[level].spatial_scale), p.pooled_height,
-                         p.pooled_width, p.sampling_ratio, p.aligned, p.batch_size);
-}
-
 // Element offset of pixel (n, c, y, x) in an [N, C, H, W] map of either layout.
 __device__ __forceinline__ int64_t pixel_offset(const RoIAlignParams& p, int64_t n, int64_t c,
                                                 int64_t y, int64_t x, int64_t h, int64_t w) {
@@ -72,7 +58,7 @@ __global__ void forward_kernel(const RoIAlignParams p, int64_t total) {
        index += (int64_t)gridDim.x * blockDim.x) {
     const BinIndex b = bin_index(index, p);
     int64_t level;
-    const RoIGeometry<A> g = geometry_of<A>(p, b.k, level);
+    const RoIGeometry<A> g = level_roi_geometry<A>(p, b.k, level);
     A sum = 0.;
     if (g.valid) {
       const RoIAlignLevel& lv = p.levels[level];
@@ -113,7 +99,7 @@ __global__ void backward_atomic_kernel(const RoIAlignParams p, int64_t total) {
        index += (int64_t)gridDim.x * blockDim.x) {
     const BinIndex b = bin_index(index, p);
     int64_t level;
-    const RoIGeometry<A> g = geometry_of<A>(p, b.k, level);
+    const RoIGeometry<A> g = level_roi_geometry<A>(p, b.k, level);
     if (!g.valid) continue;
     const RoIAlignLevel& lv = p.levels[level];
     A* grad = static_cast<A*>(lv.grad_features);
@@ -138,81 +124,47 @@ __global__ void backward_atomic_kernel(const RoIAlignParams p, int64_t total) {
   }
 }
 
-// Whether samples in the span [start, start + extent] (extent may be negative:
-// inverted boxes in aligned mode) can touch rows [y0, y1). Conservative by two
-// rows each side, covering the clamping of samples to the map and rounding.
-__device__ __forceinline__ bool rows_may_meet(double start, double extent, int64_t y0, int64_t y1) {
-  const double end = start + extent;
-  const double top = floor(start < end ? start : end) - 2;
-  const double bottom = floor(start < end ? end : start) + 2;
-  return !(bottom < y0 || top >= y1);
-}
-
-struct BandTable {
-  int64_t first_block[kMaxLevels + 1];  // blocks of level l: [first_block[l], first_block[l+1])
-  int64_t bands[kMaxLevels];            // bands per image of level l
-};
-
-// Deterministic backward, gather-style: each block owns kBandRows rows of one
-// image of one level (threads own channels, so the gradient is channels_last),
-// walks every RoI in order and adds the contributions that land in its rows.
-// Each gradient element is written by one thread, in the CPU kernel's order
-// (RoI, bin, sample, tap): no atomics, the same bits every run.
+// Deterministic backward, gather-style: each block owns kBandRows rows of one image of one
+// level and adds, thread by channel, the contributions that land there (roi_align_band.h).
+// The gradient is channels_last, so that the threads' accesses are contiguous. blockDim.x is
+// a multiple of 32 and at most kThreads. Its read-modify-writes wait on memory: three blocks
+// per SM (80 registers, 12 bytes spilled, sm_90) rather than two hide more of that; float64
+// gets two (128 registers, 16 bytes spilled; without a minimum ptxas takes 136, one block).
 template <typename T, typename A>
-__global__ void backward_deterministic_kernel(const RoIAlignParams p, const BandTable bands) {
-  const int64_t block = blockIdx.x;
-  int level = 0;
-  while (level + 1 < p.num_levels && block >= bands.first_block[level + 1]) ++level;
-  const int64_t local = block - bands.first_block[level];
-  const int64_t n = local / bands.bands[level];
-  const int64_t y0 = (local % bands.bands[level]) * kBandRows;
-  const RoIAlignLevel& lv = p.levels[level];
-  const int64_t y1 = y0 + kBandRows < lv.height ? y0 + kBandRows : lv.height;
-  const int64_t H = lv.height, W = lv.width, C = p.channels;
-  A* grad = static_cast<A*>(lv.grad_features) + n * H * W * C;
+__global__ void __launch_bounds__(kThreads, sizeof(A) == 4 ? 3 : 2)
+    backward_deterministic_kernel(const RoIAlignParams p, const BandTable bands) {
+  __shared__ uint32_t accepted[kThreads / 32];
+  const Band band = band_of_block(bands, p, blockIdx.x);
+  const RoIAlignLevel& lv = p.levels[band.level];
+  const int64_t W = lv.width, C = p.channels;
+  A* grad = static_cast<A*>(lv.grad_features) + band.image * lv.height * W * C;
   const T* grad_out = static_cast<const T*>(p.grad_output);
   const int64_t* gs = p.grad_output_strides;
-
-  // Threads own channels; per element the additions run over (RoI, bin, sample, tap) in order.
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    for (int64_t k = 0; k < p.num_rois; ++k) {
-      int64_t roi_level;
-      const RoIGeometry<A> g = geometry_of<A>(p, k, roi_level);
-      if (!g.valid || roi_level != level || g.batch != n) continue;
-      if (!rows_may_meet(g.start_h, g.bin_h * p.pooled_height, y0, y1)) continue;
-      const A count = static_cast<A>(g.grid_h * g.grid_w);
-      const T* go_roi = grad_out + k * gs[0] + c * gs[1];
-      for (int64_t ph = 0; ph < p.pooled_height; ++ph) {
-        if (!rows_may_meet(g.start_h + ph * g.bin_h, g.bin_h, y0, y1)) continue;
-        int64_t iy0, iy1, ix0, ix1;
-        sample_range(g.start_h, ph, g.bin_h, g.grid_h, H, iy0, iy1);
-        for (int64_t pw = 0; pw < p.pooled_width; ++pw) {
-          sample_range(g.start_w, pw, g.bin_w, g.grid_w, W, ix0, ix1);
-          const A go = DeviceScalar<T>::load(go_roi[ph * gs[2] + pw * gs[3]]);
-          for (int64_t iy = iy0; iy < iy1; ++iy) {
-            AxisTap<A> ty;
-            if (!axis_tap(sample_coordinate(g.start_h, ph, g.bin_h, iy, g.grid_h), H, ty)) continue;
-            const bool low_in = ty.low >= y0 && ty.low < y1;
-            const bool high_in = ty.high >= y0 && ty.high < y1;
-            if (!low_in && !high_in) continue;
-            for (int64_t ix = ix0; ix < ix1; ++ix) {
-              AxisTap<A> tx;
-              if (!axis_tap(sample_coordinate(g.start_w, pw, g.bin_w, ix, g.grid_w), W, tx)) continue;
-              const auto [w1, w2, w3, w4] = bilinear_weights(ty, tx);
-              if (low_in) {
-                grad[(ty.low * W + tx.low) * C + c] += go * w1 / count;
-                grad[(ty.low * W + tx.high) * C + c] += go * w2 / count;
-              }
-              if (high_in) {
-                grad[(ty.high * W + tx.low) * C + c] += go * w3 / count;
-                grad[(ty.high * W + tx.high) * C + c] += go * w4 / count;
-              }
-            }
-          }
-        }
-      }
-    }
-  }
+  // Each thread tests one RoI of the chunk; a ballot per warp gathers the answers.
+  auto chunk_masks = [&](int64_t base, int64_t end) -> const uint32_t* {
+    __syncthreads();  // every thread is done with the previous chunk's words
+    const int64_t j = base + threadIdx.x;
+    RoIGeometry<A> g;
+    int64_t ph0, ph1;
+    const bool accept = j < end && band_roi(p, band, p.roi_order[j], g, ph0, ph1);
+    const uint32_t bits = __ballot_sync(0xffffffffu, accept);
+    if (threadIdx.x % 32 == 0) accepted[threadIdx.x / 32] = bits;
+    __syncthreads();
+    return accepted;
+  };
+  for_each_band_roi(p, band, blockDim.x, chunk_masks, [&](int64_t k) {
+    RoIGeometry<A> g;
+    int64_t ph0, ph1;
+    band_roi(p, band, k, g, ph0, ph1);
+    band_roi_backward<A>(
+        p, band, k, g, ph0, ph1, threadIdx.x, blockDim.x,
+        [&](int64_t roi, int64_t c, int64_t ph, int64_t pw) {
+          return static_cast<A>(DeviceScalar<T>::load(grad_out[roi * gs[0] + c * gs[1] + ph * gs[2] + pw * gs[3]]));
+        },
+        [&](const BandSample& s, int64_t c, A v1, A v2, A v3, A v4) {
+          add_sample_taps(grad + s.y_low * W * C + c, grad + s.y_high * W * C + c, s, C, v1, v2, v3, v4);
+        });
+  });
 }
 
 int64_t grid_blocks(int64_t total) {
@@ -236,15 +188,12 @@ LaunchStatus launch_backward(const RoIAlignParams& p, bool deterministic, cudaSt
     FASTMASK_RETURN_IF_LAUNCH_FAILED("roi_align backward_atomic_kernel");
     return {};
   }
-  BandTable bands{};
-  for (int l = 0; l < p.num_levels; ++l) {
-    bands.bands[l] = (p.levels[l].height + kBandRows - 1) / kBandRows;
-    bands.first_block[l + 1] = bands.first_block[l] + p.batch_size * bands.bands[l];
-  }
-  const int64_t blocks = bands.first_block[p.num_levels];
-  if (blocks == 0) return {};
+  const BandTable bands = band_table(p);
+  if (bands.num_blocks == 0) return {};
+  if (bands.num_blocks > INT32_MAX)
+    return {cudaErrorInvalidConfiguration, "roi_align backward_deterministic_kernel (over 2^31 - 1 bands)"};
   const int threads = p.channels >= kThreads ? kThreads : static_cast<int>((p.channels + 31) / 32 * 32);
-  backward_deterministic_kernel<T, A><<<blocks, threads, 0, stream>>>(p, bands);
+  backward_deterministic_kernel<T, A><<<static_cast<unsigned>(bands.num_blocks), threads, 0, stream>>>(p, bands);
   FASTMASK_RETURN_IF_LAUNCH_FAILED("roi_align backward_deterministic_kernel");
   return {};
 }

@@ -29,8 +29,10 @@ RoIAlignBackend cuda_backend(bool deterministic) {
   b.forward = forward;
   b.backward = deterministic ? backward_deterministic : backward;
   b.check_indices = false;
-  // The deterministic kernel's threads own channels: it accumulates channels_last.
+  // The deterministic kernel's threads own channels (it accumulates channels_last), and its
+  // blocks walk the RoIs of one (level, image) each.
   b.channels_last_gradient = deterministic;
+  b.bucket_rois = deterministic;
   return b;
 }
 

@@ -120,22 +120,78 @@ FASTMASK_HOST_DEVICE BilinearWeights<T> bilinear_weights(const AxisTap<T>& ty, c
   return {ty.hw * tx.hw, ty.hw * tx.lw, ty.lw * tx.hw, ty.lw * tx.lw};
 }
 
-// The range [first, last) of sample indices of bin p that can fall inside the
-// map. For grids much finer than the map (huge boxes) this keeps the work
-// bounded by the map's size, not the box's; axis_tap still decides exactly.
+// The sample at (exact) position y = start + (p + (i + 1/2) / grid) * bin is computed by
+// sample_coordinate with rounding: (i + .5f) in float (even for double T: the int64 + float
+// sum is float), then four operations in T. With u <= 2^-24 the unit roundoff of T, the
+// computed value differs from y by at most
+//   |fl(i + .5f) - (i + 1/2)| * |bin| / grid   <= 2^-23 |bin|          (two float roundings)
+//   + the roundings of T(grid), p * bin, start + ., . * bin, . / grid and the final sum
+//                                               <= 5u (|start| + (p + 1) |bin|)
+//   <= 2^-21 (|start| + (p + 1) |bin|)          (ignoring u^2 terms; no overflow).
+// sample_error doubles it, and adds 2^-20 for the double arithmetic of the callers (whose
+// own rounding, relative 2^-52 of the same magnitudes, the doubling also covers).
+template <typename T>
+FASTMASK_HOST_DEVICE double sample_error(T start, int64_t p, T bin) {
+  return 0x1p-20 * (1.0 + fabs(static_cast<double>(start)) +
+                    static_cast<double>(p + 1) * fabs(static_cast<double>(bin)));
+}
+
+// The cells i in [0, count) of a row of cells [origin + i step, origin + (i + 1) step] (step of
+// either sign) that meet [lo, hi]: [first, last). Computed in double, whose rounding (at most
+// 2^-20 of a cell where it matters, i.e. for |i| <= 2^31) the 2^-10 cell of slack absorbs.
+// A step of zero or not finite returns every cell.
+FASTMASK_HOST_DEVICE void cells_meeting(double origin, double step, int64_t count, double lo, double hi,
+                                        int64_t& first, int64_t& last) {
+  first = 0;
+  last = count;
+  if (!(step != 0 && is_finite_value(step))) return;
+  const double a = (lo - origin) / step, b = (hi - origin) / step;
+  // Cell i meets [lo, hi] iff min(a, b) - 1 <= i <= max(a, b).
+  const double from = ceil((a < b ? a : b) - 1 - 0x1p-10);
+  const double to = floor((a < b ? b : a) + 0x1p-10) + 1;
+  const double n = static_cast<double>(count);
+  // Written so that NaN keeps every cell.
+  first = from > 0 ? (from < n ? static_cast<int64_t>(from) : count) : 0;
+  last = to < n ? (to > 0 ? static_cast<int64_t>(to) : 0) : count;
+}
+
+// The samples i in [first, last) of bin p whose computed coordinate can lie in [lo, hi]:
+// sample i's exact position is in cell i of the bin's grid of cells, and the computed one
+// within sample_error of it.
+template <typename T>
+FASTMASK_HOST_DEVICE void sample_span(T start, int64_t p, T bin, int64_t grid, double lo, double hi,
+                                      int64_t& first, int64_t& last) {
+  const double error = sample_error(start, p, bin);
+  cells_meeting(static_cast<double>(start) + static_cast<double>(p) * static_cast<double>(bin),
+                static_cast<double>(bin) / static_cast<double>(grid), grid, lo - error, hi + error,
+                first, last);
+}
+
+// The range [first, last) of sample indices of bin p that can fall inside the map, [-1, size]
+// (axis_tap decides exactly). For grids much finer than the map (huge boxes) this keeps the
+// work bounded by the map's size, not the box's; small grids are walked whole.
 template <typename T>
 FASTMASK_HOST_DEVICE void sample_range(T start, int64_t p, T bin, int64_t grid, int64_t size,
                                        int64_t& first, int64_t& last) {
   first = 0;
   last = grid;
   if (grid <= 2 * size + 8) return;
-  const double origin = static_cast<double>(start) + static_cast<double>(p) * bin;
-  const double step = static_cast<double>(bin) / static_cast<double>(grid);
-  if (!(step > 0)) return;
-  const double lo = floor((-1.0 - origin) / step - 0.5) - 2;
-  const double hi = ceil((static_cast<double>(size) - origin) / step - 0.5) + 3;
-  first = lo <= 0 ? 0 : (lo >= grid ? grid : static_cast<int64_t>(lo));
-  last = hi <= 0 ? 0 : (hi >= grid ? grid : static_cast<int64_t>(hi));
+  sample_span(start, p, bin, grid, -1.0, static_cast<double>(size), first, last);
+}
+
+// Geometry of RoI k of a (multi-level) call. RoIs with a level outside [0, num_levels) or on
+// an empty map (no pixel to read or write) are invalid: they pool zeros, get no gradient.
+template <typename A>
+FASTMASK_HOST_DEVICE RoIGeometry<A> level_roi_geometry(const RoIAlignParams& p, int64_t k, int64_t& level) {
+  level = p.roi_levels ? p.roi_levels[k] : 0;
+  if (level < 0 || level >= p.num_levels || p.levels[level].height <= 0 || p.levels[level].width <= 0) {
+    RoIGeometry<A> g{};
+    g.valid = false;
+    g.batch = -1;
+    return g;
+  }
+  return roi_geometry<A>(static_cast<const A*>(p.rois) + 5 * k, static_cast<A>(p.levels[level].spatial_scale),
+                         p.pooled_height, p.pooled_width, p.sampling_ratio, p.aligned, p.batch_size);
 }
 
 }  // namespace fastmask

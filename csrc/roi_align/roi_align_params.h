@@ -51,6 +51,13 @@ struct RoIAlignParams {
   // (K, C, PH, PW); gradients go to levels[l].grad_features.
   const void* grad_output = nullptr;
   int64_t grad_output_strides[4] = {0, 0, 0, 0};
+
+  // Backward, for backends that ask for it (RoIAlignBackend::bucket_rois): the RoI indices
+  // grouped by bucket b = level * batch_size + image, increasing within each bucket; bucket
+  // b is roi_order[bucket_begin[b] .. bucket_begin[b + 1]). RoIs with a batch index or level
+  // out of range come last, in no bucket. Device memory, like the rest.
+  const int64_t* roi_order = nullptr;     // [K]
+  const int64_t* bucket_begin = nullptr;  // [num_levels * batch_size + 1]
 };
 
 // The largest explicit sampling_ratio accepted. Larger values are rejected

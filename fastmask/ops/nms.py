@@ -66,7 +66,7 @@ def multi_image_nms(
     valid: Optional[Tensor] = None,
     max_output: Optional[int] = None,
 ) -> Tuple[Tensor, Tensor]:
-    """NMS of ``B`` images in one call (one pair of kernel launches on CUDA, no host sync).
+    """NMS of ``B`` images in one call (on CUDA: on the device, with no host sync).
 
     Args:
         boxes: ``[B, N, 4]`` boxes of each image (pad images with fewer boxes, see ``valid``).

@@ -91,15 +91,21 @@ def _multiscale_roi_align(
         if isinstance(boxes, Tensor):
             raise TypeError("boxes must be a list of [L, 4] tensors, one per image")
         check_boxes(boxes)
+    # An empty level (scale 0 when inferred, as torchvision infers it) is never sampled: its RoIs
+    # pool zeros whatever its scale, so the kernel gets any valid one.
+    kernel_scales = [s if s > 0.0 else 1.0 for s in scales]
     if len(features) == 1:
-        return roi_align(features[0], boxes, output_size, scales[0], sampling_ratio, False, deterministic)
+        return roi_align(features[0], boxes, output_size, kernel_scales[0], sampling_ratio, False, deterministic)
     if len(boxes) == 0:
         return features[0].new_zeros((0, features[0].shape[1], output_size[0], output_size[1]))
+    if scales[0] <= 0.0 or scales[-1] <= 0.0:
+        raise ValueError(f"MultiScaleRoIAlign: the first and last levels' scales set the range of levels, but "
+                         f"{scales} were inferred (an empty feature map has no scale); pass scales=[...]")
     k_min, k_max = _level(scales[0]), _level(scales[-1])
     rois = convert_boxes_to_roi_format(boxes)
     levels = map_levels(rois[:, 1:], k_min, k_max, canonical_scale, canonical_level)
     return torch.ops.fastmask.multi_level_roi_align(
-        features, rois, levels, scales, output_size[0], output_size[1], sampling_ratio, False,
+        features, rois, levels, kernel_scales, output_size[0], output_size[1], sampling_ratio, False,
         deterministic_flag(deterministic),
     )
 
