@@ -1,19 +1,16 @@
 """Box post-processing on padded ``[B, N, ...]`` tensors: no Python loop over images, no host sync
 (fixed sizes, validity masks), so it works under CUDA graphs and ``torch.compile``."""
-from typing import Tuple
-
 import torch
 from torch import Tensor
-from torchvision.models.detection.image_list import ImageList
 
-__all__ = ["clip_boxes", "large_enough", "gather_rows", "proposals"]
+__all__ = ["clip_boxes", "large_enough", "gather_rows"]
 
 
 def clip_boxes(boxes: Tensor, image_sizes: Tensor) -> Tensor:
     """torchvision's clip_boxes_to_image for each image: ``boxes [B, ..., 4]`` clamped to
     ``[0, (w, h, w, h)]`` of ``image_sizes [B, 2]`` (h, w)."""
     limits = image_sizes.to(boxes.dtype).flip(1).repeat(1, 2)
-    limits = limits.view((boxes.shape[0],) + (1,) * (boxes.dim() - 2) + (4,))
+    limits = limits.view([boxes.shape[0]] + [1] * (boxes.dim() - 2) + [4])
     return torch.minimum(boxes.clamp(min=0), limits)
 
 
@@ -24,16 +21,8 @@ def large_enough(boxes: Tensor, min_size: float) -> Tensor:
 
 def gather_rows(x: Tensor, index: Tensor) -> Tensor:
     """``x[b, index[b, k]]`` for ``x [B, N, ...]`` and ``index [B, K]`` (>= 0; zeros when N is 0)."""
+    shape = list(index.shape) + list(x.shape[2:])
     if x.shape[1] == 0:
-        return x.new_zeros(index.shape + x.shape[2:])
-    return x.gather(1, index.view(index.shape + (1,) * (x.dim() - 2)).expand(index.shape + x.shape[2:]))
+        return x.new_zeros(shape)
+    return x.gather(1, index.view(list(index.shape) + [1] * (x.dim() - 2)).expand(shape))
 
-
-def proposals(rpn, images: ImageList, features, image_sizes: Tensor) -> Tuple[Tensor, Tensor]:
-    """torchvision's RegionProposalNetwork at inference with static shapes: ``(boxes [B, P, 4],
-    valid [B, P])``, ``P = post_nms_top_n``; the valid proposals of image ``b``, in order, are
-    torchvision's (fastmask's fused ``generate_proposals``)."""
-    feature_maps = list(features.values())
-    objectness, deltas = rpn.head(feature_maps)
-    boxes, _, counts = rpn.propose(images, feature_maps, objectness, deltas, image_sizes)
-    return boxes, torch.arange(boxes.shape[1], device=boxes.device) < counts[:, None]

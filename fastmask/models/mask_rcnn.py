@@ -1,4 +1,5 @@
 """Mask R-CNN on fastmask's ops: a drop-in for torchvision's, and the paper's ResNet-101 preset."""
+import types
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -18,7 +19,6 @@ from torchvision.ops import MultiScaleRoIAlign as _TvMultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from . import _components as components
-from . import batched
 from .roi_heads import RoIHeads
 
 __all__ = ["MaskRCNN", "maskrcnn_resnet_fpn", "maskrcnn_resnet50_fpn", "maskrcnn_resnet101_fpn", "patch_torchvision",
@@ -122,6 +122,13 @@ def _check_inputs(images: List[Tensor], targets: Optional[List[Dict[str, Tensor]
                              f"(one mask per box, the image's size), got shape {tuple(masks.shape)}")
 
 
+def _renamed(fn: types.FunctionType, name: str) -> types.FunctionType:
+    """A copy of ``fn`` called ``name``."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    copy.__kwdefaults__, copy.__annotations__, copy.__doc__ = fn.__kwdefaults__, dict(fn.__annotations__), fn.__doc__
+    return copy
+
+
 class MaskRCNN(tv_mask_rcnn.MaskRCNN):
     """``torchvision.models.detection.MaskRCNN`` on fastmask's ops: same constructor, module names,
     ``state_dict`` keys, outputs and losses. Also accepts fastmask's ``MultiScaleRoIAlign`` as
@@ -139,10 +146,16 @@ class MaskRCNN(tv_mask_rcnn.MaskRCNN):
         for name, values in (("_static_mean", self.transform.image_mean), ("_static_std", self.transform.image_std)):
             self.register_buffer(name, torch.tensor(values).view(-1, 1, 1), persistent=False)
 
-    def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None):
-        _check_inputs(images, targets, self.training, len(self.transform.image_mean))
-        return super().forward(images, targets)
+    # GeneralizedRCNN's forward, for forward below: TorchScript has no super(), and compiles a
+    # method under its function's name, so the copy is named as the attribute.
+    _generalized_rcnn_forward = _renamed(GeneralizedRCNN.forward, "_generalized_rcnn_forward")
 
+    def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None):
+        if not torch.jit.is_scripting():
+            _check_inputs(images, targets, self.training, len(self.transform.image_mean))
+        return self._generalized_rcnn_forward(images, targets)
+
+    @torch.jit.export
     def forward_static(self, images: Tensor, image_sizes: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """Inference with static shapes and no host synchronisation, so the whole call can be
         captured in a CUDA graph or compiled with ``torch.compile(fullgraph=True)``.
@@ -163,9 +176,8 @@ class MaskRCNN(tv_mask_rcnn.MaskRCNN):
         """
         if self.training:
             raise RuntimeError("forward_static is for inference: call model.eval() first")
-        if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != len(self.transform.image_mean):
-            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(f"images must be a [B, {len(self.transform.image_mean)}, H, W] tensor, got {shape}")
+        if not torch.jit.is_scripting():
+            _check_static_images(images, len(self.transform.image_mean))
         num_images, _, height, width = images.shape
         if image_sizes is None:  # made on the device: no host-to-device copy (CUDA graphs)
             image_sizes = torch.full((num_images, 2), height, dtype=torch.int64, device=images.device)
@@ -176,7 +188,10 @@ class MaskRCNN(tv_mask_rcnn.MaskRCNN):
         x = (images - self._static_mean.to(images.dtype)) / self._static_std.to(images.dtype)
         shapes = [(height, width)] * num_images
         features = self.backbone(x)
-        proposals, proposal_valid = batched.proposals(self.rpn, ImageList(x, shapes), features, image_sizes)
+        feature_maps = list(features.values())
+        objectness, deltas = self.rpn.head(feature_maps)
+        proposals, _, counts = self.rpn.propose(ImageList(x, shapes), feature_maps, objectness, deltas, image_sizes)
+        proposal_valid = torch.arange(proposals.shape[1], device=proposals.device) < counts[:, None]
 
         heads = self.roi_heads
         box_features = heads.box_head(heads.box_roi_pool(features, list(proposals.unbind(0)), shapes))
@@ -186,10 +201,17 @@ class MaskRCNN(tv_mask_rcnn.MaskRCNN):
                                                     proposals, proposal_valid, image_sizes)
         mask_features = heads.mask_head(heads.mask_roi_pool(features, list(boxes.unbind(0)), shapes))
         mask_logits = heads.mask_predictor(mask_features)  # [B D, C, M, M]
-        mask_logits = mask_logits.view((num_images, boxes.shape[1]) + mask_logits.shape[1:])
-        index = labels[:, :, None, None, None].expand(-1, -1, 1, *mask_logits.shape[-2:])
+        mask_size = mask_logits.shape[-2:]
+        mask_logits = mask_logits.view([num_images, boxes.shape[1]] + list(mask_logits.shape[1:]))
+        index = labels[:, :, None, None, None].expand(-1, -1, 1, mask_size[0], mask_size[1])
         masks = mask_logits.gather(2, index).squeeze(2).sigmoid()
         return {"boxes": boxes, "scores": scores, "labels": labels, "masks": masks, "valid": valid}
+
+
+def _check_static_images(images, channels: int) -> None:
+    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != channels:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a [B, {channels}, H, W] tensor, got {shape}")
 
 
 def maskrcnn_resnet_fpn(depth: str, weights=None, progress: bool = True, num_classes: Optional[int] = None,

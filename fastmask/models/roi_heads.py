@@ -12,10 +12,6 @@ from .batched import clip_boxes, gather_rows, large_enough
 
 __all__ = ["RoIHeads"]
 
-# torchvision's remove_small_boxes threshold in RoIHeads.postprocess_detections.
-_MIN_BOX_SIZE = 1e-2
-
-
 class RoIHeads(tv_roi_heads.RoIHeads):
     """``torchvision.models.detection.roi_heads.RoIHeads`` (same constructor, modules, losses), with
     ``postprocess_detections`` batched: the images' proposals are padded into ``[B, N]``, score
@@ -40,7 +36,8 @@ class RoIHeads(tv_roi_heads.RoIHeads):
         scores = scores[:, :, 1:].reshape(num_images, -1)
         labels = torch.arange(1, num_classes, device=boxes.device).repeat(num_images, num_proposals)
         valid = proposal_valid.repeat_interleave(num_classes - 1, dim=1)
-        valid = valid & (scores > self.score_thresh) & large_enough(boxes, _MIN_BOX_SIZE)
+        # 1e-2: torchvision's remove_small_boxes threshold in RoIHeads.postprocess_detections.
+        valid = valid & (scores > self.score_thresh) & large_enough(boxes, 1e-2)
 
         keep, _ = multi_image_nms(boxes, scores, self.nms_thresh, idxs=labels, valid=valid,
                                   max_output=self.detections_per_img)
@@ -52,13 +49,14 @@ class RoIHeads(tv_roi_heads.RoIHeads):
     ) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
         sizes = [p.shape[0] for p in proposals]
         device = class_logits.device
-
-        def pad(x: Tensor) -> Tensor:
-            return pad_sequence(x.split(sizes), batch_first=True)
-
         proposal_valid = torch.arange(max(sizes), device=device) < torch.tensor(sizes, device=device)[:, None]
         boxes, scores, labels, valid = self.detect(
-            pad(class_logits), pad(box_regression), pad_sequence(proposals, batch_first=True), proposal_valid,
-            torch.tensor(image_shapes, device=device))
-        counts = valid.sum(1).tolist()
+            _pad(class_logits, sizes), _pad(box_regression, sizes), pad_sequence(proposals, batch_first=True),
+            proposal_valid, torch.tensor([[h, w] for h, w in image_shapes], dtype=torch.int64, device=device))
+        counts = torch.jit.annotate(List[int], valid.sum(1).tolist())
         return boxes[valid].split(counts), scores[valid].split(counts), labels[valid].split(counts)
+
+
+def _pad(x: Tensor, sizes: List[int]) -> Tensor:
+    """The rows of each image (``sizes`` of them, in order) as ``[B, max(sizes), ...]``, zero-padded."""
+    return pad_sequence(x.split(sizes), batch_first=True)

@@ -33,38 +33,51 @@ def make_cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float], dt
     return (torch.stack([-half_w, -half_h, half_w, half_h], dim=1) / 2).round()
 
 
-def level_strides(image_size: Sequence[int], grid_sizes: Sequence[Sequence[int]]) -> List[Tuple[int, int]]:
+def level_strides(image_size: List[int], grid_sizes: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
     """torchvision's stride of each level: padded image size // feature size, per axis (0 for an
     empty level, which has no anchors)."""
-    return [tuple(int(s) // int(g) if int(g) else 0 for s, g in zip(image_size, grid)) for grid in grid_sizes]
+    return [(_stride(image_size[0], grid[0]), _stride(image_size[1], grid[1])) for grid in grid_sizes]
 
 
-def _flat_pairs(pairs: Sequence[Sequence[Union[int, Tensor]]], name: str, levels: int) -> List[int]:
+def _stride(size: int, grid: int) -> int:
+    return int(size) // int(grid) if int(grid) != 0 else 0
+
+
+def _check_pairs(pairs, name: str, levels: int) -> None:
     if len(pairs) != levels:
         raise ValueError(f"{name} must have one (height, width) pair per level ({levels}), got {len(pairs)}")
-    flat = []
     for i, pair in enumerate(pairs):
         if len(pair) != 2:
             raise ValueError(f"{name}[{i}] must be a (height, width) pair, got {pair!r}")
-        flat.extend(int(v) for v in pair)
+
+
+def _flat_pairs(pairs: List[Tuple[int, int]], name: str, levels: int) -> List[int]:
+    if not torch.jit.is_scripting():
+        _check_pairs(pairs, name, levels)
+    flat: List[int] = []
+    for pair in pairs:
+        flat.append(int(pair[0]))
+        flat.append(int(pair[1]))
     return flat
 
 
-def grid_anchors(cell_anchors: List[Tensor], grid_sizes: Sequence[Sequence[int]],
-                 strides: Sequence[Sequence[Union[int, Tensor]]], num_images: int = 1) -> Tensor:
+def grid_anchors(cell_anchors: List[Tensor], grid_sizes: List[Tuple[int, int]], strides: List[Tuple[int, int]],
+                 num_images: int = 1) -> Tensor:
     """Anchors of every level for ``num_images`` images in one launch: ``[num_images, total, 4]``.
 
     Args:
         cell_anchors: per level, the ``[A, 4]`` anchors of one location (``make_cell_anchors``);
             the output has their dtype and device.
         grid_sizes: per level, the feature map's (height, width).
-        strides: per level, (stride_h, stride_w) in image pixels (``level_strides``).
+        strides: per level, (stride_h, stride_w) in image pixels (``level_strides``; eagerly, ints
+            or 0-d tensors).
     """
-    if not isinstance(cell_anchors, (list, tuple)) or not cell_anchors:
-        raise TypeError("cell_anchors must be a non-empty list of [A, 4] Tensors")
-    for i, c in enumerate(cell_anchors):
-        check_tensor(c, f"cell_anchors[{i}]")
-    check_device(cell_anchors[0].device)
+    if not torch.jit.is_scripting():
+        if not isinstance(cell_anchors, (list, tuple)) or not cell_anchors:
+            raise TypeError("cell_anchors must be a non-empty list of [A, 4] Tensors")
+        for i, c in enumerate(cell_anchors):
+            check_tensor(c, f"cell_anchors[{i}]")
+        check_device(cell_anchors[0].device)
     levels = len(cell_anchors)
     return torch.ops.fastmask.grid_anchors(list(cell_anchors), _flat_pairs(grid_sizes, "grid_sizes", levels),
                                            _flat_pairs(strides, "strides", levels), int(num_images))
@@ -105,11 +118,19 @@ class AnchorGenerator(nn.Module):
         counts = [int(g[0]) * int(g[1]) * c.shape[0] for g, c in zip(grid_sizes, self.cell_anchors)]
         return list(anchors.split(counts))
 
-    def forward(self, image_list, feature_maps: List[Tensor]) -> List[Tensor]:
+    def __prepare_scriptable__(self) -> "AnchorGenerator":
+        # forward takes torchvision's ImageList (what GeneralizedRCNN passes), which TorchScript
+        # resolves by name; torchvision is optional, so the name is bound only for scripting
+        # (torch.jit.script calls this first).
+        global ImageList
+        from torchvision.models.detection.image_list import ImageList
+        return self
+
+    def forward(self, image_list: "ImageList", feature_maps: List[Tensor]) -> List[Tensor]:
         if len(feature_maps) != len(self.cell_anchors):
             raise ValueError(f"AnchorGenerator has sizes and aspect ratios for {len(self.cell_anchors)} feature "
                              f"levels but got {len(feature_maps)} feature maps")
-        grid_sizes = [f.shape[-2:] for f in feature_maps]
+        grid_sizes = [(f.shape[-2], f.shape[-1]) for f in feature_maps]
         strides = level_strides(image_list.tensors.shape[-2:], grid_sizes)
         self.set_cell_anchors(feature_maps[0].dtype, feature_maps[0].device)
         anchors = grid_anchors(self.cell_anchors, grid_sizes, strides, len(image_list.image_sizes))

@@ -7,7 +7,7 @@ on the CPU) and the C library's round differently: an ulp of a coordinate, in ab
 differentiable (the backward is torchvision's formula).
 """
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Tuple
 
 import torch
 from torch import Tensor
@@ -20,10 +20,12 @@ __all__ = ["BoxCoder", "decode_boxes", "encode_boxes"]
 DEFAULT_CLIP = math.log(1000.0 / 16)
 
 
-def _weights(weights: Sequence[float]) -> List[float]:
-    if len(weights) != 4:
-        raise ValueError(f"weights must be 4 numbers (wx, wy, ww, wh), got {weights!r}")
-    return [float(w) for w in weights]
+def _weights(weights: Tuple[float, float, float, float]) -> List[float]:
+    """The weights as the kernels take them (eagerly, any sequence of 4 numbers)."""
+    if not torch.jit.is_scripting():
+        if len(weights) != 4:
+            raise ValueError(f"weights must be 4 numbers (wx, wy, ww, wh), got {repr(weights)}")
+    return [float(weights[0]), float(weights[1]), float(weights[2]), float(weights[3])]
 
 
 def decode_reference(rel_codes, boxes, weights, clip):
@@ -46,11 +48,11 @@ def decode_reference(rel_codes, boxes, weights, clip):
                        dim=2).flatten(1)
 
 
-def encode_reference(reference_boxes, proposals, weights):
+def encode_reference(reference_boxes: Tensor, proposals: Tensor, weights: List[float]) -> Tensor:
     """torchvision's encode_boxes in tensor ops, mixed dtypes included (each side computed in its
     own dtype, the weights in the reference's): the backward of encode_boxes, and its
     mixed-dtype path."""
-    wx, wy, ww, wh = torch.as_tensor(weights, dtype=reference_boxes.dtype, device=reference_boxes.device)
+    wx, wy, ww, wh = torch.as_tensor(weights, dtype=reference_boxes.dtype, device=reference_boxes.device).unbind(0)
     ex_w = proposals[:, 2] - proposals[:, 0]
     ex_h = proposals[:, 3] - proposals[:, 1]
     ex_ctr_x = proposals[:, 0] + 0.5 * ex_w
@@ -63,24 +65,26 @@ def encode_reference(reference_boxes, proposals, weights):
                         ww * torch.log(gt_w / ex_w), wh * torch.log(gt_h / ex_h)), dim=1)
 
 
-def decode_boxes(rel_codes: Tensor, boxes: Tensor, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+def decode_boxes(rel_codes: Tensor, boxes: Tensor, weights: Tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
                  bbox_xform_clip: float = DEFAULT_CLIP) -> Tensor:
     """``[N, 4 * C]`` boxes (x1, y1, x2, y2) from ``[N, 4 * C]`` codes relative to ``[N, 4]`` boxes
     (``BoxCoder.decode_single``); the result has the codes' dtype."""
-    check_tensor(rel_codes, "rel_codes")
-    check_tensor(boxes, "boxes")
-    check_device(rel_codes.device)
+    if not torch.jit.is_scripting():
+        check_tensor(rel_codes, "rel_codes")
+        check_tensor(boxes, "boxes")
+        check_device(rel_codes.device)
     return torch.ops.fastmask.decode_boxes(rel_codes, boxes, _weights(weights), float(bbox_xform_clip))
 
 
-def encode_boxes(reference_boxes: Tensor, proposals: Tensor, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0)
-                 ) -> Tensor:
+def encode_boxes(reference_boxes: Tensor, proposals: Tensor,
+                 weights: Tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)) -> Tensor:
     """``[N, 4]`` codes that take ``proposals`` to ``reference_boxes`` (``BoxCoder.encode_single``).
     Mixed floating dtypes (fp16 proposals and fp32 targets under autocast) run torchvision's
     tensor expression, which computes each side in its own dtype."""
-    check_tensor(reference_boxes, "reference_boxes")
-    check_tensor(proposals, "proposals")
-    check_device(reference_boxes.device)
+    if not torch.jit.is_scripting():
+        check_tensor(reference_boxes, "reference_boxes")
+        check_tensor(proposals, "proposals")
+        check_device(reference_boxes.device)
     if (reference_boxes.dtype != proposals.dtype and reference_boxes.is_floating_point()
             and proposals.is_floating_point()):
         return encode_reference(reference_boxes, proposals, _weights(weights))
@@ -88,10 +92,12 @@ def encode_boxes(reference_boxes: Tensor, proposals: Tensor, weights: Sequence[f
 
 
 class BoxCoder:
-    """Same constructor and methods as torchvision's ``BoxCoder``."""
+    """Same constructor and methods as torchvision's ``BoxCoder`` (and, like it, compiled as a
+    TorchScript class when a scripted module holds one)."""
 
     def __init__(self, weights: Tuple[float, float, float, float], bbox_xform_clip: float = DEFAULT_CLIP) -> None:
-        self.weights = tuple(_weights(weights))
+        w = _weights(weights)
+        self.weights = (w[0], w[1], w[2], w[3])
         self.bbox_xform_clip = bbox_xform_clip
 
     def encode(self, reference_boxes: List[Tensor], proposals: List[Tensor]) -> List[Tensor]:
@@ -103,10 +109,13 @@ class BoxCoder:
         return encode_boxes(reference_boxes, proposals, self.weights)
 
     def decode(self, rel_codes: Tensor, boxes: List[Tensor]) -> Tensor:
-        if not isinstance(boxes, (list, tuple)):
-            raise TypeError(f"boxes must be a list of [N_i, 4] Tensors, got {type(boxes).__name__}")
-        check_tensor(rel_codes, "rel_codes")
-        box_sum = sum(b.size(0) for b in boxes)
+        if not torch.jit.is_scripting():
+            if not isinstance(boxes, (list, tuple)):
+                raise TypeError(f"boxes must be a list of [N_i, 4] Tensors, got {type(boxes).__name__}")
+            check_tensor(rel_codes, "rel_codes")
+        box_sum = 0
+        for b in boxes:
+            box_sum += b.size(0)
         concat_boxes = torch.cat(boxes, dim=0)
         if box_sum > 0:
             rel_codes = rel_codes.reshape(box_sum, -1)

@@ -1,5 +1,5 @@
 """Mask pasting: a drop-in for torchvision's ``paste_masks_in_image`` with all masks in one call."""
-from typing import Optional, Sequence
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -12,27 +12,7 @@ __all__ = ["paste_masks_in_image"]
 _MASK_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
-def paste_masks_in_image(
-    masks: Tensor, boxes: Tensor, img_shape: Sequence[int], padding: int = 1, threshold: Optional[float] = None
-) -> Tensor:
-    """``torchvision.models.detection.roi_heads.paste_masks_in_image``: each ``[M, M]`` mask, padded by
-    ``padding`` zeros, resized bilinearly into its box (expanded as torchvision does, rounded to whole
-    pixels) and placed in an image of ``img_shape = (height, width)``.
-
-    Args:
-        masks: ``[N, 1, M, M]`` float32/64, float16 or bfloat16 (mask probabilities).
-        boxes: ``[N, 4]`` floating ``(x1, y1, x2, y2)`` in image pixels.
-        img_shape: ``(height, width)`` of the image.
-        padding: zero border added around each mask before resizing (torchvision: 1).
-        threshold: if given, return the bool masks ``pasted > threshold`` directly (4x less memory
-            than the float masks, which are never materialised; ``.view(torch.uint8)`` gives uint8
-            0/1 masks without a copy).
-
-    Returns:
-        ``[N, 1, height, width]`` in the masks' dtype (or bool). Equal to torchvision's within 1e-5
-        (float32: at most 1-2 ulp). Boxes wholly outside the image give empty masks, where
-        torchvision raises a shape error. No full-image intermediate per mask is allocated.
-    """
+def _check_arguments(masks, boxes, img_shape, padding) -> None:
     check_tensor(masks, "masks")
     check_tensor(boxes, "boxes")
     if masks.dim() != 4 or masks.shape[1] != 1:
@@ -53,6 +33,30 @@ def paste_masks_in_image(
     if int(padding) < 0:
         raise ValueError(f"padding must be >= 0, got {padding}")
     check_device(masks.device)
-    return torch.ops.fastmask.paste_masks_in_image(
-        masks, boxes, height, width, int(padding), None if threshold is None else float(threshold)
-    )
+
+
+def paste_masks_in_image(
+    masks: Tensor, boxes: Tensor, img_shape: Tuple[int, int], padding: int = 1, threshold: Optional[float] = None
+) -> Tensor:
+    """``torchvision.models.detection.roi_heads.paste_masks_in_image``: each ``[M, M]`` mask, padded by
+    ``padding`` zeros, resized bilinearly into its box (expanded as torchvision does, rounded to whole
+    pixels) and placed in an image of ``img_shape = (height, width)``.
+
+    Args:
+        masks: ``[N, 1, M, M]`` float32/64, float16 or bfloat16 (mask probabilities).
+        boxes: ``[N, 4]`` floating ``(x1, y1, x2, y2)`` in image pixels.
+        img_shape: ``(height, width)`` of the image.
+        padding: zero border added around each mask before resizing (torchvision: 1).
+        threshold: if given, return the bool masks ``pasted > threshold`` directly (4x less memory
+            than the float masks, which are never materialised; ``.view(torch.uint8)`` gives uint8
+            0/1 masks without a copy).
+
+    Returns:
+        ``[N, 1, height, width]`` in the masks' dtype (or bool). Equal to torchvision's within 1e-5
+        (float32: at most 1-2 ulp). Boxes wholly outside the image give empty masks, where
+        torchvision raises a shape error. No full-image intermediate per mask is allocated.
+    """
+    if not torch.jit.is_scripting():
+        _check_arguments(masks, boxes, img_shape, padding)
+    return torch.ops.fastmask.paste_masks_in_image(masks, boxes, int(img_shape[0]), int(img_shape[1]), int(padding),
+                                                   None if threshold is None else float(threshold))

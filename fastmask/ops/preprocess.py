@@ -48,9 +48,11 @@ def _batch_size(sizes: List[Tuple[int, int]], size_divisible: int,
             if h > height or w > width:
                 raise ValueError(f"a resized image of size {(h, w)} does not fit canvas_size {(height, width)}")
         return height, width
+    max_h, max_w = sizes[0]
+    for h, w in sizes:
+        max_h, max_w = max(max_h, h), max(max_w, w)
     stride = float(size_divisible)
-    return (int(math.ceil(float(max(h for h, _ in sizes)) / stride) * stride),
-            int(math.ceil(float(max(w for _, w in sizes)) / stride) * stride))
+    return int(math.ceil(float(max_h) / stride) * stride), int(math.ceil(float(max_w) / stride) * stride)
 
 
 def _check_images(images, image_mean: Sequence[float]) -> None:
@@ -72,10 +74,12 @@ def _check_images(images, image_mean: Sequence[float]) -> None:
         check_device(image.device)
 
 
-def _preprocess(images: List[Tensor], sizes: List[Tuple[int, int]], image_mean: Sequence[float],
-                image_std: Sequence[float], size_divisible: int, canvas_size: Optional[Tuple[int, int]]) -> Tensor:
+def _preprocess(images: List[Tensor], sizes: List[Tuple[int, int]], image_mean: List[float],
+                image_std: List[float], size_divisible: int, canvas_size: Optional[Tuple[int, int]]) -> Tensor:
     height, width = _batch_size(sizes, size_divisible, canvas_size)
-    flat = [s for hw in sizes for s in hw]
+    flat: List[int] = []
+    for h, w in sizes:
+        flat.extend([h, w])
     return torch.ops.fastmask.preprocess_images(list(images), flat, [float(m) for m in image_mean],
                                                 [float(s) for s in image_std], height, width)
 
@@ -109,12 +113,13 @@ def preprocess_images(
     return _preprocess(images, sizes, image_mean, image_std, size_divisible, canvas_size), sizes
 
 
-def boxes_to_original(boxes: Tensor, image_size: Sequence[int], original_size: Sequence[int]) -> Tensor:
+def boxes_to_original(boxes: Tensor, image_size: Tuple[int, int], original_size: Tuple[int, int]) -> Tensor:
     """Boxes ``[N, 4]`` predicted on a resized image of ``image_size`` mapped back to the original
     image's coordinates: torchvision's ``resize_boxes(boxes, image_size, original_size)``, with its
     operations (float32 ratios), so the same values."""
-    ratio_h, ratio_w = (torch.tensor(o, dtype=torch.float32, device=boxes.device)
-                        / torch.tensor(s, dtype=torch.float32, device=boxes.device)
-                        for s, o in zip(image_size, original_size))
+    ratio_h = (torch.tensor(original_size[0], dtype=torch.float32, device=boxes.device)
+               / torch.tensor(image_size[0], dtype=torch.float32, device=boxes.device))
+    ratio_w = (torch.tensor(original_size[1], dtype=torch.float32, device=boxes.device)
+               / torch.tensor(image_size[1], dtype=torch.float32, device=boxes.device))
     x1, y1, x2, y2 = boxes.unbind(1)
     return torch.stack((x1 * ratio_w, y1 * ratio_h, x2 * ratio_w, y2 * ratio_h), dim=1)

@@ -18,7 +18,7 @@ the coordinates in the boxes' dtype (steps of 4 px in fp16 at 5000 px, 32 px in 
 IoU in float, so its NMS differs from an exact per-level NMS; fastmask's is exact (no offset).
 """
 import math
-from typing import List, Sequence, Tuple, Union
+from typing import List, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -31,26 +31,33 @@ from .box_coder import DEFAULT_CLIP, _weights
 __all__ = ["generate_proposals", "unpad_proposals"]
 
 
-def _tensor_list(x, name: str) -> List[Tensor]:
+def _check_tensor_list(x, name: str) -> None:
     if isinstance(x, Tensor) or not isinstance(x, (list, tuple)) or not x:
         raise TypeError(f"{name} must be a non-empty list of per-level Tensors")
     for i, t in enumerate(x):
         check_tensor(t, f"{name}[{i}]")
-    return list(x)
+
+
+def image_sizes_tensor(image_sizes: List[Tuple[int, int]], device: torch.device) -> Tensor:
+    """``[B, 2]`` int64 (height, width) from a list of pairs (an ``ImageList``'s ``image_sizes``)."""
+    rows: List[List[int]] = []
+    for h, w in image_sizes:
+        rows.append([int(h), int(w)])
+    return torch.tensor(rows, dtype=torch.int64, device=device).reshape(-1, 2)
 
 
 def generate_proposals(
     objectness: List[Tensor],
     pred_bbox_deltas: List[Tensor],
     cell_anchors: List[Tensor],
-    image_sizes: Union[Tensor, Sequence[Sequence[int]]],
-    padded_size: Sequence[int],
+    image_sizes: Union[Tensor, List[Tuple[int, int]]],
+    padded_size: List[int],
     pre_nms_top_n: int = 1000,
     post_nms_top_n: int = 1000,
     nms_thresh: float = 0.7,
     score_thresh: float = 0.0,
     min_size: float = 1e-3,
-    weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+    weights: Tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
     bbox_xform_clip: float = DEFAULT_CLIP,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Proposals of a batch from the RPN head's outputs (defaults: torchvision's eval settings).
@@ -69,22 +76,25 @@ def generate_proposals(
         ``boxes [B, post_nms_top_n, 4]``, ``scores [B, post_nms_top_n]`` (sigmoid of objectness),
         by decreasing score and zero after ``counts[b]`` rows, and ``counts [B]`` (int64).
     """
-    objectness = _tensor_list(objectness, "objectness")
-    pred_bbox_deltas = _tensor_list(pred_bbox_deltas, "pred_bbox_deltas")
-    cell_anchors = _tensor_list(cell_anchors, "cell_anchors")
-    device = objectness[0].device
-    check_device(device)
-    if not isinstance(image_sizes, Tensor):
-        image_sizes = torch.tensor([[int(h), int(w)] for h, w in image_sizes], dtype=torch.int64,
-                                   device=device).reshape(-1, 2)
-    strides = level_strides(padded_size, [o.shape[-2:] for o in objectness])
+    if not torch.jit.is_scripting():
+        _check_tensor_list(objectness, "objectness")
+        _check_tensor_list(pred_bbox_deltas, "pred_bbox_deltas")
+        _check_tensor_list(cell_anchors, "cell_anchors")
+        check_device(objectness[0].device)
+    if isinstance(image_sizes, Tensor):
+        sizes = image_sizes
+    else:
+        sizes = image_sizes_tensor(image_sizes, objectness[0].device)
+    flat_strides: List[int] = []
+    for stride in level_strides(padded_size, [(o.shape[-2], o.shape[-1]) for o in objectness]):
+        flat_strides.extend([stride[0], stride[1]])
     # The outputs carry no gradient (torchvision detaches them too).
     return torch.ops.fastmask.generate_proposals(
-        [o.detach() for o in objectness], [d.detach() for d in pred_bbox_deltas], cell_anchors,
-        [s for pair in strides for s in pair], image_sizes, int(pre_nms_top_n), int(post_nms_top_n),
-        float(nms_thresh), float(score_thresh), float(min_size), _weights(weights), float(bbox_xform_clip))
+        [o.detach() for o in objectness], [d.detach() for d in pred_bbox_deltas], list(cell_anchors),
+        flat_strides, sizes, int(pre_nms_top_n), int(post_nms_top_n), float(nms_thresh), float(score_thresh),
+        float(min_size), _weights(weights), float(bbox_xform_clip))
 
 
 def unpad_proposals(boxes: Tensor, counts: Tensor) -> List[Tensor]:
     """The padded boxes (or scores) as torchvision's list of per-image tensors (one host sync)."""
-    return [b[:n] for b, n in zip(boxes.unbind(0), counts.tolist())]
+    return [b[:n] for b, n in zip(boxes.unbind(0), torch.jit.annotate(List[int], counts.tolist()))]

@@ -27,19 +27,20 @@ class GeneralizedRCNNTransform(tv_transform.GeneralizedRCNNTransform):
 
     def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None
                 ) -> Tuple[ImageList, Optional[List[Dict[str, Tensor]]]]:
-        if isinstance(images, Tensor):  # a batch tensor iterates as torchvision's loop does
-            images = list(images.unbind(0))
-        _check_images(images, self.image_mean)
+        if not torch.jit.is_scripting():
+            if isinstance(images, Tensor):  # a batch tensor iterates as torchvision's loop does
+                images = list(images.unbind(0))
+            _check_images(images, self.image_mean)
         if targets is not None:
-            targets = [dict(t) for t in targets]
-        sizes = []
+            targets = [{k: v for k, v in t.items()} for t in targets]
+        sizes: List[Tuple[int, int]] = []
         for i, image in enumerate(images):
             original = image_size(image)
             if self.training and self._skip_resize:
                 sizes.append(original)
                 continue
             min_size = self.torch_choice(self.min_size) if self.training else self.min_size[-1]
-            size = resized_image_size(*original, min_size, self.max_size, self.fixed_size)
+            size = resized_image_size(original[0], original[1], min_size, self.max_size, self.fixed_size)
             sizes.append(size)
             if targets is not None:
                 targets[i] = self._resize_target(targets[i], original, size)
