@@ -12,24 +12,28 @@
 # Options: --mode gpu|cpu forces a mode (auto: gpu when torch sees a CUDA device); --only runs a
 # subset of the stages (e.g. --only bench to rerun the benchmarks on a build left in place);
 # --pack bundles the logs into $OUT/logs.tar.gz and leaves only summary.txt, bench.md,
-# bench.json and logs.tar.gz in $OUT (for transports that bring few files back); --dry-run prints
+# bench.json and logs.tar.gz in $OUT (for transports that bring few files back: the lent GPU
+# machine's tool returns at most 8 files, and an unpacked run writes more); --dry-run prints
 # each stage's command and timeout instead of running it (GPU_CHECK_ARCH=9.0 stands in for the
 # GPU's architecture when there is none).
 #
 # GPU mode, stage budgets in seconds (timeouts; a stage's timeout is also cut to what is left of
 # the 470 s total, so the script ends within 8 minutes on 16 cores):
-#   probe        15  nvidia-smi, torch, the GPU's compute capability (45 in CPU mode)
-#   build       170  setup.py build_ext --inplace for this GPU's architecture only
-#                    (TORCH_CUDA_ARCH_LIST=<cc>, FASTMASK_CUDA=1, MAX_JOBS=nproc); a guess: about
-#                    25 translation units, the CUDA ones single-architecture
+#   probe        30  nvidia-smi, torch, the GPU's compute capability, package versions (45 in CPU
+#                    mode; a fresh machine's first torch import reads its libraries from a cold disk)
+#   build       150  setup.py build_ext --inplace for this GPU's architecture only
+#                    (TORCH_CUDA_ARCH_LIST=<cc>, FASTMASK_CUDA=1, MAX_JOBS=nproc): 25 translation
+#                    units, the slowest about 40 CPU-seconds (nms_cuda_ops.cpp, autocast.cpp,
+#                    nms.cpp on a 2-core dev machine, sm_90 only), so about a minute on 16 cores
 #   cuda-tests   90  pytest -m cuda
 #   checks      100  in parallel (CPU-bound tests beside GPU-bound sanitizer runs):
 #                    suite      pytest -m "not cuda" (the rest of the suite; pytest-xdist if present)
 #                    smoke      scripts/cuda_smoke.py: every fastmask kernel once, no sanitizer
 #                    memcheck, racecheck, synccheck   compute-sanitizer on scripts/cuda_smoke.py,
 #                               fastmask's kernels only (--kernel-name kns=fastmask)
-#   bench        95  benchmarks/compare.py --device cuda: every op and the model (batch 1 and 8;
-#                    eager, and forward_static in a CUDA graph in float32 and bfloat16)
+#   bench       95+  benchmarks/compare.py --device cuda: every op and the model (batch 1 and 8;
+#                    eager, and forward_static in a CUDA graph in float32 and bfloat16); it gets
+#                    whatever is left of the total, so time the build did not need goes to it
 #   total       470
 #
 # CPU mode (no GPU, or --mode cpu; CI runs it so, after scripts/test.sh, so that this script and
@@ -41,9 +45,14 @@
 #   sanitizers: skipped (no GPU); bench: compare.py on the CPU for one op, two runs (the table,
 #   JSON and plot code).
 set -uo pipefail
+# PYTHON or OUT given as a relative path (CI: PYTHON=.venv-wheel/bin/python) is relative to the
+# caller's folder; the stages run PYTHON from tests/ and $OUT too: make both absolute first
+# (without resolving links: a venv's python is one).
+PYTHON=${PYTHON:-python3}
+case $PYTHON in /*) ;; */*) PYTHON=$PWD/$PYTHON ;; esac
+case ${OUT:-} in "" | /*) ;; *) OUT=$PWD/$OUT ;; esac
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
-PYTHON=${PYTHON:-python3}
 OUT=${OUT:-$ROOT/gpu-check}
 MODE=auto ONLY="" PACK=0 DRY=0
 while [ $# -gt 0 ]; do
@@ -103,7 +112,8 @@ run_stage() {
 # SECS (the stage's own duration: the parallel stages end at different times).
 declare -A PIDS
 STATE=$(mktemp -d)
-trap 'rm -rf "$STATE"' EXIT
+restore_pyproject() { if [ -f "$STATE/pyproject.toml" ]; then mv "$STATE/pyproject.toml" "$ROOT/pyproject.toml"; fi; }
+trap 'restore_pyproject; rm -rf "$STATE"' EXIT
 start_stage() {
   local name=$1 budget=$2; shift 2
   local limit; limit=$(stage_timeout "$budget")
@@ -134,8 +144,15 @@ pytest_line() { grep -E "^(=+ )?([0-9]+ [a-z]+(, )?)+ in [0-9.]+s|no tests ran" 
 
 # ---------------------------------------------------------------------------------------- probe
 PROBE_PY='
-import sys, torch
+import importlib.metadata as md, sys, torch
 print("python", sys.version.split()[0], sys.executable)
+def version(name):
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return "-"
+# What the build and the stages rely on (setuptools >= 77 reads pyproject.toml as it is).
+print("packages", ", ".join(n + " " + version(n) for n in ("torchvision", "setuptools", "packaging", "ninja", "pytest", "pytest-xdist")))
 print("torch", torch.__version__, "CUDA", torch.version.cuda, "available", torch.cuda.is_available())
 for i in range(torch.cuda.device_count()):
     print("device", i, torch.cuda.get_device_name(i), "cc %d.%d" % torch.cuda.get_device_capability(i))
@@ -143,7 +160,7 @@ for i in range(torch.cuda.device_count()):
 probe() {
   local t=$SECONDS
   # shellcheck disable=SC2016  # expanded by the inner bash
-  run_stage probe "$( [ "$MODE" = gpu ] && echo 15 || echo 45)" bash -c 'nvidia-smi 2>&1 | head -20; "$0" -c "$1" && { command -v nvcc && nvcc --version | tail -2; echo "nproc $(nproc)"; true; }' \
+  run_stage probe "$( [ "$MODE" = gpu ] && echo 30 || echo 45)" bash -c 'nvidia-smi 2>&1 | head -20; "$0" -c "$1" && { command -v nvcc && nvcc --version | tail -2; echo "nproc $(nproc)"; true; }' \
     "$PYTHON" "$PROBE_PY"
   [ "$DRY" = 1 ] || [ "$RC" -eq 125 ] && return
   if [ "$RC" -ne 0 ]; then record probe fail "$(elapsed_since "$t")" "see logs/probe.log"; return; fi
@@ -185,13 +202,24 @@ build() {
       record build skipped 0 "using the installed fastmask: $found"
       return
     fi
-    export MAX_JOBS=${MAX_JOBS:-$NPROC}
-    note="FASTMASK_CUDA=${FASTMASK_CUDA:-auto} MAX_JOBS=$MAX_JOBS"
+    # CPU-only unless asked: no CUDA kernel runs in this mode, and with nvcc in reach setup.py
+    # would build them for every default architecture, far past the stage's timeout.
+    export FASTMASK_CUDA=${FASTMASK_CUDA:-0} MAX_JOBS=${MAX_JOBS:-$NPROC}
+    note="FASTMASK_CUDA=$FASTMASK_CUDA MAX_JOBS=$MAX_JOBS"
   fi
   use_inplace
   [ "$DRY" = 1 ] && echo "[build environment] $note PYTHONPATH=$PYTHONPATH"
+  # setup.py build_ext reads pyproject.toml's [project] too, and setuptools < 77 rejects its SPDX
+  # license string: with such a setuptools (an image's own, nothing to install), build with the
+  # older table form and put the file back after (the EXIT trap too, if the script is stopped).
+  if [ "$DRY" = 0 ] && "$PYTHON" -c "import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) >= 77)" 2>/dev/null; then
+    cp pyproject.toml "$STATE/pyproject.toml"
+    sed -i -E 's/^license = "([^"]*)"$/license = {text = "\1"}/' pyproject.toml
+    note="$note; setuptools < 77: pyproject's license as a table for this build"
+  fi
   # shellcheck disable=SC2016  # expanded by the inner bash
-  run_stage build 170 bash -c '"$0" setup.py build_ext --inplace && "$0" -m fastmask.collect_env' "$PYTHON"
+  run_stage build 150 bash -c '"$0" setup.py build_ext --inplace && "$0" -m fastmask.collect_env' "$PYTHON"
+  restore_pyproject
   [ "$DRY" = 1 ] || [ "$RC" -eq 125 ] && return
   if [ "$RC" -eq 0 ] && [ "$MODE" = gpu ] && ! "$PYTHON" -c "import fastmask, sys; sys.exit(0 if fastmask._C.with_cuda else 1)"; then
     RC=1; note="built, but fastmask._C has no CUDA kernels"
@@ -213,7 +241,8 @@ record_pytest() {
 }
 
 # From tests/, as scripts/test.sh runs them, so that an installed fastmask is the one tested.
-PYTEST=(bash -c 'cd tests && exec "$@"' pytest "$PYTHON" -m pytest -p no:cacheprovider -q -rs)
+# --durations: the logs name the slowest tests, to size the time boxes from the first GPU run.
+PYTEST=(bash -c 'cd tests && exec "$@"' pytest "$PYTHON" -m pytest -p no:cacheprovider -q -rs --durations=10)
 
 cuda_tests() {
   local t=$SECONDS
@@ -258,8 +287,12 @@ checks() {
     for tool in "${SANITIZER_TOOLS[@]}"; do
       wanted "$tool" || continue
       if [ -z "$sanitizer" ]; then record "$tool" skipped 0 "no compute-sanitizer found"; continue; fi
+      # --launch-timeout: the smoke driver reaches CUDA only after importing torch, beside the
+      # suite's workers and the other runs doing the same; past the default 10 s the sanitizer
+      # can fail to attach, and then waits out the stage's timeout.
       start_stage "$tool" 100 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$sanitizer" --tool "$tool" \
-        --kernel-name kns=fastmask --error-exitcode 97 --print-limit 20 "$PYTHON" scripts/cuda_smoke.py
+        --kernel-name kns=fastmask --launch-timeout 60 --error-exitcode 97 --print-limit 20 \
+        "$PYTHON" scripts/cuda_smoke.py
     done
   else
     for tool in "${SANITIZER_TOOLS[@]}"; do wanted "$tool" && record "$tool" skipped 0 "CPU mode: no GPU"; done
@@ -299,7 +332,7 @@ checks() {
 bench() {
   local t=$SECONDS
   if [ "$MODE" = gpu ]; then
-    run_stage bench 95 "$PYTHON" benchmarks/compare.py --device cuda --repeats 20 --warmup 3 --case-budget-s 1.5 --out "$OUT/bench"
+    run_stage bench "$TOTAL_BUDGET" "$PYTHON" benchmarks/compare.py --device cuda --repeats 20 --warmup 3 --case-budget-s 1.5 --out "$OUT/bench"
   else
     run_stage bench 60 "$PYTHON" benchmarks/compare.py --device cpu --op resize_bilinear --repeats 2 --warmup 1 --out "$OUT/bench"
   fi
