@@ -334,7 +334,7 @@ bench() {
   if [ "$MODE" = gpu ]; then
     run_stage bench "$TOTAL_BUDGET" "$PYTHON" benchmarks/compare.py --device cuda --repeats 20 --warmup 3 --case-budget-s 1.5 --out "$OUT/bench"
   else
-    run_stage bench 60 "$PYTHON" benchmarks/compare.py --device cpu --op resize_bilinear --repeats 2 --warmup 1 --out "$OUT/bench"
+    run_stage bench 120 "$PYTHON" benchmarks/compare.py --device cpu --op resize_bilinear --repeats 2 --warmup 1 --out "$OUT/bench"
   fi
   [ "$DRY" = 1 ] || [ "$RC" -eq 125 ] && return
   if [ "$RC" -eq 0 ]; then record bench pass "$(elapsed_since "$t")" "table: bench/*.md (--pack: bench.md)"
