@@ -35,3 +35,14 @@ def random_case(B, N, dtype, classes=None, valid_fraction=None, ties=False, grid
         if B > 1:
             valid[1] = False  # an image without candidates
     return boxes.to(dtype), scores.to(dtype), idxs, valid
+
+
+def tile_chain_boxes(N, tile):
+    """N boxes in score order, pairwise disjoint except that the first candidate of every tile
+    after the first duplicates the last candidate of the previous tile: each later tile keeps
+    all but its first candidate, which only its look-back removes."""
+    slot = torch.arange(N)
+    slot = torch.where((slot % tile == 0) & (slot > 0), slot - 1, slot).float() * 10
+    boxes = torch.stack([slot, torch.zeros(N), slot + 5, torch.full((N,), 5.0)], 1)
+    return boxes.unsqueeze(0), torch.linspace(1, 0, N).unsqueeze(0)
+

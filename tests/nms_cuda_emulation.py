@@ -111,7 +111,8 @@ class Device:
         self.num_valid = num_valid.numpy()
         self.tiles = tiles.numpy()
         self.num_tiles = int(num_tiles[0])
-        self.tile_status = np.zeros(self.B * self.N + 1, dtype=np.int64)
+        self.tile_status = np.zeros(self.B * self.N, dtype=np.int64)
+        self.next_ticket = 0
         self.kept = np.zeros(self.B * self.words, dtype=np.uint64)
         self.M = max_output
         self.threshold = threshold
@@ -178,11 +179,11 @@ def settle_word(overlap, wn, room):
 
 def greedy_block(dev):
     """One persistent block of greedy_kernel; yields True while waiting, False at other points."""
-    B, N, M = dev.B, dev.N, dev.M
+    N, M = dev.N, dev.M
     tid = np.arange(THREADS)
     while True:
-        ticket = int(dev.tile_status[B * N])  # next_ticket.fetch_add(1)
-        dev.tile_status[B * N] += 1
+        ticket = dev.next_ticket  # next_ticket.fetch_add(1)
+        dev.next_ticket += 1
         yield False
         if ticket >= dev.num_tiles:
             return

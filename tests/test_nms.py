@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from fastmask.ops import batched_nms, multi_image_nms, nms
-from nms_cases import random_case
+from nms_cases import random_case, tile_chain_boxes
 
 
 def random_boxes(n, size=200.0, max_wh=60.0, dtype=torch.float32, ties=False):
@@ -337,6 +337,16 @@ def test_cuda_large_groups_equal_cpu(seed, dtype):
     if dtype == torch.float32:  # sparse: almost all kept, a chain of ~80 tiles (the CPU's fp16 is slow here)
         boxes, scores = random_boxes(20000, size=4000.0, max_wh=20.0)
         assert torch.equal(nms(boxes.cuda(), scores.cuda(), 0.5).cpu(), nms(boxes, scores, 0.5))
+
+
+@pytest.mark.cuda
+def test_cuda_truncation_at_tile_boundaries():
+    # A group's earlier tiles (256 candidates each) keep max_output - 1, max_output or
+    # max_output + 1 boxes: a later tile starts with room 1 (and must still drop its first
+    # candidate, suppressed only through the look-back), 0 or none.
+    boxes, scores = tile_chain_boxes(800, 256)
+    for max_output in (255, 256, 257, 510, 511, 512, 765, 766, 767, 800):
+        assert_cuda_equals_cpu(boxes, scores, 0.5, max_output=max_output)
 
 
 @pytest.mark.cuda

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import nms_cuda_emulation as emu
-from nms_cases import random_case
+from nms_cases import random_case, tile_chain_boxes
 from fastmask.ops import multi_image_nms
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -54,6 +54,15 @@ def test_emulation_many_classes_and_truncation(seed):
     for max_output in (1, 63, 64, 65, 100, 150):
         check(boxes, scores, 0.2, max_output=max_output, tile=64, num_blocks=4, seed=seed)
 
+
+def test_emulation_truncation_at_tile_boundaries(seed):
+    # The group's earlier tiles keep max_output - 1, max_output or max_output + 1 boxes, so a
+    # later tile starts with room 1 (and must still drop its first candidate), 0 or none.
+    tile, N = 16, 70
+    boxes, scores = tile_chain_boxes(N, tile)
+    kept_before = [tile + (tile - 1) * k for k in range(4)]  # by the tiles before tiles 1, 2, 3, 4
+    for max_output in sorted({m + d for m in kept_before for d in (-1, 0, 1)} | {N}):
+        check(boxes, scores, 0.5, max_output=max_output, tile=tile, num_blocks=3, seed=seed)
 
 def test_emulation_look_back_across_tiles(seed):
     # Large groups at the kernel's real tile size: chains of tiles interleaved over several blocks.

@@ -162,10 +162,10 @@ __global__ void __launch_bounds__(kThreads) greedy_kernel(const NmsParams p, con
   const int64_t N = p.num_boxes, M = p.max_output, words = (N + kWord - 1) / kWord;
   const int64_t num_tiles = *g.num_tiles;
   const int tid = threadIdx.x;
-  cuda::atomic_ref<int32_t, cuda::thread_scope_device> next_ticket(g.tile_status[p.num_images * N]);
+  cuda::atomic_ref<unsigned long long, cuda::thread_scope_device> next_ticket(*g.next_ticket);
 
   for (;;) {
-    if (tid == 0) shared_ticket = next_ticket.fetch_add(1, cuda::memory_order_relaxed);
+    if (tid == 0) shared_ticket = static_cast<int64_t>(next_ticket.fetch_add(1, cuda::memory_order_relaxed));
     __syncthreads();
     const int64_t ticket = shared_ticket;
     if (ticket >= num_tiles) return;

@@ -26,11 +26,16 @@ struct NmsCudaGroups {
   // plus 1 when the tile starts its group; entries past num_tiles are scratch.
   const int64_t* tiles = nullptr;
   const int64_t* num_tiles = nullptr;  // [1]
-  // [B * N + 1] zeroed: 1 + the kept count of each settled tile (by ticket); the
-  // last entry hands out the tickets.
+  // [B * N] zeroed: 1 + the kept count of each settled tile (by ticket).
   int32_t* tile_status = nullptr;
   unsigned long long* kept = nullptr;  // [B, nms_kept_words(N)] zeroed: kept flags by score rank
-  int num_blocks = 1;  // persistent blocks of the greedy kernel (the GPU's resident capacity)
+  // Zeroed: hands out the tickets. 64-bit: a call may have 2^31 tiles or more, and every
+  // block takes one ticket past the last tile.
+  unsigned long long* next_ticket = nullptr;
+  // Persistent blocks of the greedy kernel: the GPU's thread capacity in blocks. The kernel's
+  // registers let fewer run at once (5 of 8 per SM on sm_90); the others start as those exit,
+  // and find no ticket left.
+  int num_blocks = 1;
 };
 
 // 64-bit words of kept flags per image.

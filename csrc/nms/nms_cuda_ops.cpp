@@ -66,8 +66,9 @@ void multi_image_nms_cuda_run(const SortedNmsInputs& in) {
                     "fastmask.multi_image_nms (CUDA): at most 2^31 - 1 boxes per image, got ", p.num_boxes);
   const GroupedCandidates grouped = group_candidates(in);
   const at::TensorOptions options = in.order.options();
-  const at::Tensor tile_status = at::zeros({p.num_images * p.num_boxes + 1}, options.dtype(at::kInt));
-  const at::Tensor kept = at::zeros({p.num_images, nms_kept_words(p.num_boxes)}, options);
+  const at::Tensor tile_status = at::zeros({p.num_images * p.num_boxes}, options.dtype(at::kInt));
+  const int64_t kept_words = p.num_images * nms_kept_words(p.num_boxes);
+  const at::Tensor kept = at::zeros({kept_words + 1}, options);  // the kept flags, then the ticket counter
 
   const cudaDeviceProp* device = at::cuda::getCurrentDeviceProperties();
   const int64_t resident = static_cast<int64_t>(device->multiProcessorCount) *
@@ -79,6 +80,7 @@ void multi_image_nms_cuda_run(const SortedNmsInputs& in) {
   g.num_tiles = grouped.num_tiles.const_data_ptr<int64_t>();
   g.tile_status = tile_status.data_ptr<int32_t>();
   g.kept = reinterpret_cast<unsigned long long*>(kept.data_ptr<int64_t>());
+  g.next_ticket = g.kept + kept_words;
   g.num_blocks = static_cast<int>(std::max<int64_t>(1, std::min(resident, p.num_images * p.num_boxes)));
   run_cuda_launcher("nms", [&] { return multi_image_nms_cuda(p, g, c10::cuda::getCurrentCUDAStream()); });
 }
