@@ -250,6 +250,43 @@ void test_sample_bounds(uint64_t seed) {
                       (bad ? ", " + std::to_string(bad) + " failures, first: " + first_bad : ""));
 }
 
+// Boxes whose extent overflows T (finite corners, infinite bin): every sample coordinate is
+// +-inf or NaN, so the sample bounds must be empty rather than the whole (2^31) grid, which
+// the CPU and CUDA kernels would walk for seconds per bin. And a batch index in (-1, 0)
+// truncates to image 0, which a batch of 0 images lacks (the CUDA forward would read it).
+template <typename T>
+void test_degenerate_geometry() {
+  const std::string tag = sizeof(T) == 4 ? "float: " : "double: ";
+  const T big = std::numeric_limits<T>::max() / 2 * T(1.5);
+  const T roi[5] = {T(0), -big, T(0), big, T(3)};
+  const RoIGeometry<T> g = roi_geometry<T>(roi, T(1), 7, 7, -1, false, 1);
+  int64_t first = -1, last = -1, band_first = -1, band_last = -1;
+  sample_range(g.start_w, 3, g.bin_w, g.grid_w, 10, first, last);
+  const Band band{0, 0, 0, 4};
+  band_samples(g, 0, 10, band.y0, band.y1, band_first, band_last);
+  bool finite_sample = false;
+  for (int64_t i : {int64_t{0}, int64_t{1}, g.grid_w / 2, g.grid_w - 1})
+    for (int64_t p : {0, 1, 6}) finite_sample = finite_sample || is_finite_value(sample_coordinate(g.start_w, p, g.bin_w, i, g.grid_w));
+  check(g.valid && !is_finite_value(g.bin_w) && g.grid_w >= INT32_MAX && !finite_sample && first >= last,
+        tag + "a box whose width overflows has no sample on the map, and sample_range walks none (got [" +
+            std::to_string(first) + ", " + std::to_string(last) + ") of a grid of " + std::to_string(g.grid_w) + ")");
+  const T tall[5] = {T(0), T(0), -big, T(3), big};
+  const RoIGeometry<T> gt = roi_geometry<T>(tall, T(1), 7, 7, -1, true, 1);
+  int64_t ph0, ph1;
+  band_bins(gt, 7, band.y0, band.y1, ph0, ph1);
+  int64_t walked = 0;
+  for (int64_t ph = ph0; ph < ph1; ++ph) {
+    band_samples(gt, ph, 10, band.y0, band.y1, band_first, band_last);
+    walked += std::max<int64_t>(band_last - band_first, 0);
+  }
+  check(walked == 0, tag + "a box whose height overflows: the band walk visits no sample (" + std::to_string(walked) + ")");
+  const T half_below[5] = {T(-0.5), T(1), T(1), T(5), T(5)};
+  const RoIGeometry<T> none = roi_geometry<T>(half_below, T(1), 2, 2, 2, true, 0);
+  const RoIGeometry<T> one = roi_geometry<T>(half_below, T(1), 2, 2, 2, true, 1);
+  check(!none.valid && one.valid && one.batch == 0,
+        tag + "batch index -0.5 is image 0: valid in a batch of 1, invalid in a batch of 0");
+}
+
 // ----------------------------------------------------------------------------- band walk
 
 struct Contribution {  // one addition: RoI, bin, sample, tap
@@ -563,6 +600,8 @@ int main() {
   test_dispatcher_roi_align();
   test_sample_bounds<float>(seed);
   test_sample_bounds<double>(seed + 1);
+  test_degenerate_geometry<float>();
+  test_degenerate_geometry<double>();
   test_band_walk<float>(seed + 2);
   test_band_walk<double>(seed + 3);
   std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "OK", failures);

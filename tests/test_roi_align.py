@@ -95,6 +95,23 @@ def test_absurd_boxes_do_not_hang_or_allocate():
     assert torch.isfinite(x.grad).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_boxes_whose_extent_overflows_pool_zeros_without_walking_the_grid(dtype):
+    # Finite corners 1.5 * max apart: the bin is infinite, every sample coordinate inf or NaN.
+    # The sample bounds must say so (an infinite bin once made every kernel walk all 2^31
+    # samples of the saturated adaptive grid, seconds per bin).
+    big = torch.finfo(dtype).max * 0.75
+    x = torch.randn(1, 2, 6, 7, dtype=dtype, requires_grad=True)
+    rois = torch.tensor([[0, -big, 0, big, 3], [0, 1, -big, 3, big], [0, 1, 1, 4, 5]], dtype=dtype)
+    for aligned in (False, True):
+        out = roi_align(x, rois, 7, 1.0, -1, aligned)
+        assert torch.equal(out[:2], torch.zeros_like(out[:2]))
+        assert torch.equal(out[2:], tv_roi_align(x.detach(), rois[2:], 7, 1.0, -1, aligned))
+        x.grad = None
+        out[:2].sum().backward()
+        assert torch.equal(x.grad, torch.zeros_like(x))
+
+
 def test_non_finite_boxes_give_zeros_and_no_gradient():
     x = torch.randn(1, 3, 6, 6, requires_grad=True)
     rois = torch.tensor(
@@ -345,6 +362,15 @@ def test_cuda_bad_batch_index_gives_zeros_without_sync():
     x = torch.randn(2, 3, 8, 8, device="cuda")
     rois = torch.tensor([[5.0, 1, 1, 5, 5], [math.nan, 1, 1, 5, 5]], device="cuda")
     assert torch.equal(roi_align(x, rois, 2).cpu(), torch.zeros(2, 3, 2, 2))
+
+
+@pytest.mark.cuda
+def test_cuda_batch_index_of_image_zero_in_an_empty_batch_gives_zeros():
+    # -0.5 truncates to image 0, which a batch of 0 images lacks: zeros, no read of the features.
+    x = torch.randn(0, 3, 8, 8, device="cuda")
+    rois = torch.tensor([[-0.5, 1, 1, 5, 5], [0.0, 1, 1, 5, 5]], device="cuda")
+    assert torch.equal(roi_align(x, rois, 2).cpu(), torch.zeros(2, 3, 2, 2))
+    torch.cuda.synchronize()
 
 
 def test_fractional_batch_index_truncates_like_torchvision():

@@ -129,7 +129,7 @@ __global__ void backward_atomic_kernel(const RoIAlignParams p, int64_t total) {
 // The gradient is channels_last, so that the threads' accesses are contiguous. blockDim.x is
 // a multiple of 32 and at most kThreads. Its read-modify-writes wait on memory: three blocks
 // per SM (80 registers, 12 bytes spilled, sm_90) rather than two hide more of that; float64
-// gets two (128 registers, 16 bytes spilled; without a minimum ptxas takes 136, one block).
+// gets two (128 registers, no spill; without a minimum ptxas takes 136, one block).
 template <typename T, typename A>
 __global__ void __launch_bounds__(kThreads, sizeof(A) == 4 ? 3 : 2)
     backward_deterministic_kernel(const RoIAlignParams p, const BandTable bands) {

@@ -68,7 +68,8 @@ FASTMASK_HOST_DEVICE RoIGeometry<T> roi_geometry(
   // The batch index truncates toward zero, as torchvision's int cast; it is
   // range-checked before the cast, which would be undefined out of range.
   const T b = roi[0];
-  const bool in_batch = b > (T)-1 && b < static_cast<T>(batch_size);
+  // b in (-1, 0) truncates to image 0, which an empty batch does not have.
+  const bool in_batch = batch_size > 0 && b > (T)-1 && b < static_cast<T>(batch_size);
   g.valid = in_batch && is_finite_value(g.start_w) && is_finite_value(g.start_h) &&
             is_finite_value(end_w) && is_finite_value(end_h);
   g.batch = g.valid ? static_cast<int64_t>(b) : -1;
@@ -161,6 +162,12 @@ FASTMASK_HOST_DEVICE void cells_meeting(double origin, double step, int64_t coun
 template <typename T>
 FASTMASK_HOST_DEVICE void sample_span(T start, int64_t p, T bin, int64_t grid, double lo, double hi,
                                       int64_t& first, int64_t& last) {
+  // An infinite bin (a finite box whose extent overflows T) makes every sample coordinate
+  // +-inf or NaN: none lies in [lo, hi]. (cells_meeting would keep all of a 2^31 grid.)
+  if (!is_finite_value(bin)) {
+    first = last = 0;
+    return;
+  }
   const double error = sample_error(start, p, bin);
   cells_meeting(static_cast<double>(start) + static_cast<double>(p) * static_cast<double>(bin),
                 static_cast<double>(bin) / static_cast<double>(grid), grid, lo - error, hi + error,
