@@ -6,9 +6,12 @@ Build switches (environment variables, printed at build time):
   TORCH_CUDA_ARCH_LIST   CUDA architectures, default "8.0;8.6;8.9;9.0+PTX" (Ampere to Hopper).
   MAX_JOBS               parallel compile jobs (ninja).
   FASTMASK_DEBUG=1       -O0 -g host and device code, not stripped (release builds strip debug info).
+  FASTMASK_ALLOW_UNSUPPORTED_TORCH=1  build against a torch outside the supported releases
+                         (pyproject.toml's build requirement), untested.
 """
 import glob
 import os
+import re
 import sys
 
 from setuptools import find_packages, setup
@@ -52,6 +55,38 @@ DEFAULT_ARCHS = "8.0;8.6;8.9;9.0+PTX"
 TORCH_RELEASE = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
 
 
+def supported_torch():
+    """The supported torch releases, from pyproject.toml's build requirement (the one place they
+    are written), e.g. "torch>=2.11,<2.16": (that requirement, oldest (2, 11), newest (2, 15))."""
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        match = re.search(r'"(torch>=(\d+)\.(\d+),<(\d+)\.(\d+))"', f.read())
+    if match is None:
+        sys.exit('fastmask: pyproject.toml must require "torch>=X.Y,<X.Z" in [build-system]')
+    requirement, lo_major, lo_minor, hi_major, hi_minor = match.groups()
+    return requirement, (int(lo_major), int(lo_minor)), (int(hi_major), int(hi_minor) - 1)
+
+
+TORCH_SUPPORTED, TORCH_OLDEST, TORCH_NEWEST = supported_torch()
+
+
+def check_torch_release():
+    """Refuses to build against a torch outside the supported range (pip checks the build
+    requirement only with build isolation on, which fastmask's build turns off), unless
+    FASTMASK_ALLOW_UNSUPPORTED_TORCH=1. Returns what the build banner says about it."""
+    span = f"{TORCH_OLDEST[0]}.{TORCH_OLDEST[1]} to {TORCH_NEWEST[0]}.{TORCH_NEWEST[1]}"
+    if "sdist" in sys.argv:
+        return f"not checked (an sdist compiles nothing; it builds against torch {span})"
+    if TORCH_OLDEST <= TORCH_RELEASE <= TORCH_NEWEST:
+        return f"supported ({span})"
+    if os.environ.get("FASTMASK_ALLOW_UNSUPPORTED_TORCH") == "1":
+        return f"NOT supported ({span}); building anyway (FASTMASK_ALLOW_UNSUPPORTED_TORCH=1)"
+    sys.exit(
+        f"fastmask: torch {torch.__version__} is not supported: fastmask builds against torch {span} "
+        f"({TORCH_SUPPORTED}, pyproject.toml). Install a torch in that range, or set "
+        "FASTMASK_ALLOW_UNSUPPORTED_TORCH=1 to build against this one untested."
+    )
+
+
 def package_version(with_cuda):
     """0.1.0+torch2.14.cu130: the local tag names the torch release and CUDA the wheel needs.
     An sdist is source for any torch: it carries the plain version."""
@@ -62,10 +97,10 @@ def package_version(with_cuda):
 
 
 def torch_requirement():
-    """A compiled extension is ABI-compatible with one torch release series only (an sdist
-    builds against whichever torch is installed)."""
+    """A compiled extension is ABI-compatible with one torch release series only; an sdist
+    builds against whichever supported torch is installed."""
     if "sdist" in sys.argv:
-        return "torch"
+        return TORCH_SUPPORTED
     major, minor = TORCH_RELEASE
     return f"torch>={major}.{minor},<{major}.{minor + 1}"
 
@@ -145,6 +180,7 @@ def cuda_version(home):
 
 
 def build_extension():
+    torch_support = check_torch_release()
     with_cuda, cuda_reason = want_cuda()
     nvcc_home = find_nvcc()
     debug = os.environ.get("FASTMASK_DEBUG", "0") == "1"
@@ -186,7 +222,7 @@ def build_extension():
 
     print("=" * 72)
     print("fastmask build configuration")
-    print(f"  torch               {torch.__version__} (CUDA {torch.version.cuda})")
+    print(f"  torch               {torch.__version__} (CUDA {torch.version.cuda}), {torch_support}")
     print(f"  CUDA kernels        {cuda_reason}")
     print(f"  TORCH_CUDA_ARCH_LIST {archs or '-'}")
     print(f"  extra CUDA includes {extra_includes or '-'}")

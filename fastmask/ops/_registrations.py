@@ -83,7 +83,9 @@ def _multi_level_roi_align():
         *args, deterministic = ctx.args
         grads = torch.ops.fastmask.multi_level_roi_align_backward(
             grad, rois, levels, *args, deterministic or torch.are_deterministic_algorithms_enabled())
-        return list(grads), None, None, None, None, None, None, None, None
+        # One gradient per argument the caller passed (torch < 2.14 rejects more for a Tensor[] op,
+        # and the dispatcher drops a defaulted `deterministic`).
+        return (list(grads), None, None, None, None, None, None, None, None)[:len(ctx.needs_input_grad)]
 
     torch.library.register_autograd(_lib + "multi_level_roi_align", backward, setup_context=setup_context)
 
