@@ -16,7 +16,6 @@ from fastmask.ops import (AnchorGenerator, BoxCoder, RegionProposalNetwork, deco
                           generate_proposals, grid_anchors, make_cell_anchors, unpad_proposals)
 from fastmask.ops.anchors import level_strides
 
-from conftest import HAS_CUDA
 
 FPN_SIZES = ((32,), (64,), (128,), (256,), (512,))
 FPN_RATIOS = ((0.5, 1.0, 2.0),) * 5

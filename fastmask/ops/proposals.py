@@ -17,7 +17,6 @@ threshold; (2) the order of proposals whose scores are exactly equal: torchvisio
 the coordinates in the boxes' dtype (steps of 4 px in fp16 at 5000 px, 32 px in bf16) and computes
 IoU in float, so its NMS differs from an exact per-level NMS; fastmask's is exact (no offset).
 """
-import math
 from typing import List, Tuple, Union
 
 import torch
