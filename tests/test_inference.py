@@ -200,13 +200,18 @@ def test_low_precision_networks_float32_boxes(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_forward_static_equals_forward(dtype):
     # 64 x 96 images are the network's size (no resize, no padding): forward_static's valid rows
-    # are forward's detections, in float32 boxes from the same low-precision networks.
+    # are forward's detections, in float32 boxes from the same low-precision networks. The casts
+    # trace into one graph (dynamo's full-graph trace with the eager backend).
     fast = optimize_for_inference(small_model(), dtype)
     batch = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        compiled = torch.compile(fast.forward_static, fullgraph=True, backend="eager")(batch)
     recorder = Recorder(fast)
     with torch.no_grad():
         static = fast.forward_static(batch)
         eager = fast(list(batch))
+    for key, value in static.items():
+        assert torch.equal(compiled[key], value), key
     if dtype != torch.float32:
         recorder.assert_float32_boxes(dtype)
     assert static["boxes"].dtype == static["scores"].dtype == static["masks"].dtype == torch.float32

@@ -180,8 +180,9 @@ def optimize_for_inference(model: GeneralizedRCNN, dtype: torch.dtype = torch.bf
     preferably after ``patch_torchvision``) made ready for fast inference, in eval mode. Returns a
     deep copy (``model`` is unchanged) unless ``inplace``, which modifies and returns ``model``
     (saves the copy's memory). Use the result for inference only: ``forward`` and
-    ``forward_static`` as before, on CPU or CUDA (``.to(device)`` before or after; it keeps the
-    dtypes). Calling it again on its result replaces the earlier settings.
+    ``forward_static`` as before (eager, or ``torch.compile``, which traces the casts; not
+    TorchScript: they are Python forward hooks), on CPU or CUDA (``.to(device)`` before or after:
+    it keeps the dtypes). Calling it again on its result replaces the earlier settings.
 
     - ``fold_batchnorm``: every batch norm directly following a convolution is folded into it
       (see ``fold_conv_batchnorm``): ResNet's ``FrozenBatchNorm2d`` (or ``BatchNorm2d``), and those of
