@@ -114,6 +114,29 @@ def test_folding_float64_gives_the_same_detections(norm_layer):
             torch.testing.assert_close(o[key], r[key], rtol=1e-10, atol=1e-10)
 
 
+def test_folding_v2_model_fpn_and_heads():
+    # maskrcnn_resnet50_fpn_v2 has batch norms in its FPN and its box and mask heads too
+    # (torchvision's Conv2dNormActivation blocks): all are folded, each part computes the same.
+    torch.manual_seed(0)
+    model = torchvision.models.detection.maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=3,
+                                                                   **SMALL).eval().double()
+    _randomize_norms(model)
+    folded = copy.deepcopy(model)
+    norms = _norm_count(model)
+    assert fold_conv_batchnorm(folded) == norms > _norm_count(model.backbone.body)
+    assert _norm_count(folded) == 0
+    x = torch.rand(1, 3, 64, 64, dtype=torch.float64)
+    pooled = torch.rand(3, 256, 7, 7, dtype=torch.float64)
+    with torch.no_grad():
+        ref, out = model.backbone(x), folded.backbone(x)
+        for key, value in ref.items():
+            torch.testing.assert_close(out[key], value, rtol=1e-12, atol=1e-12 * float(value.abs().max()))
+        for head in ("box_head", "mask_head"):
+            value = getattr(model.roi_heads, head)(pooled)
+            torch.testing.assert_close(getattr(folded.roi_heads, head)(pooled), value, rtol=1e-12,
+                                       atol=1e-12 * float(value.abs().max()))
+
+
 def test_folding_float32_changes_features_by_rounding_only():
     # The folded weights are rounded to float32 once (instead of the conv output being scaled in
     # float32 by the norm): every layer's result moves by a few float32 ulps, ResNet-18's 20
