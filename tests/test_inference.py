@@ -67,7 +67,7 @@ def test_fold_finds_every_norm_of_resnet_backbones(depth, norms):
 
 
 def test_fold_only_where_the_norm_directly_follows_the_conv():
-    conv, norm = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+    conv, norm, shared = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1)
 
     class Residual(nn.Sequential):  # its own forward: its children do not run in sequence
         def forward(self, x):
@@ -79,10 +79,12 @@ def test_fold_only_where_the_norm_directly_follows_the_conv():
         nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 1)),  # norm before the conv
         nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.BatchNorm2d(4)),  # not directly
         nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4, track_running_stats=False)),  # batch statistics
-        nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).train(),  # training: batch statistics
+        nn.Sequential(nn.Sequential(shared, nn.BatchNorm2d(4)), shared),  # the conv is used without the norm too
     ]
-    for module in cases:
-        assert fold_conv_batchnorm(module) == 0, module
+    for module in cases:  # in eval mode: but for the structure, their norms could be folded
+        assert fold_conv_batchnorm(module.eval()) == 0, module
+    training = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).train()  # normalises with batch statistics
+    assert fold_conv_batchnorm(training) == 0 and fold_conv_batchnorm(training.eval()) == 1
     folded = nn.Sequential(nn.Conv2d(3, 4, 1, bias=True), nn.BatchNorm2d(4, affine=False)).eval()
     _randomize_norms(folded)
     x = torch.randn(2, 3, 5, 5)
@@ -265,7 +267,7 @@ def test_bad_arguments_raise():
     with torch.no_grad():  # a near-zero variance with eps 0: the folded weights exceed float16's range
         model.backbone.body.bn1.running_var[0] = 1e-14
         model.backbone.body.bn1.eps = 0.0
-    with pytest.raises(ValueError, match="backbone.body.conv1.weight .*float16"):
+    with pytest.raises(ValueError, match="backbone.body.conv1.weight .*float16's range"):
         optimize_for_inference(model, torch.float16)
     optimize_for_inference(model, torch.bfloat16)  # bf16 has float32's range
 

@@ -83,8 +83,12 @@ def fold_conv_batchnorm(model: nn.Module) -> int:
     ``convN``/``bnN`` in torchvision's ``Bottleneck``, ``BasicBlock`` and ``ResNet``. Returns the
     number of batch norms folded. The model computes the same function (up to rounding) in eval
     mode only: training would no longer update or use batch statistics."""
+    uses: Dict[int, int] = {}
+    for _, m in model.named_modules(remove_duplicate=False):
+        uses[id(m)] = uses.get(id(m), 0) + 1
+    # A convolution used in more than one place may not be followed by the norm in the others.
     pairs = [(parent, conv, norm) for parent in model.modules() for conv, norm in _conv_norm_pairs(parent)
-             if _foldable(parent._modules[conv], parent._modules[norm])]
+             if _foldable(parent._modules[conv], parent._modules[norm]) and uses[id(parent._modules[conv])] == 1]
     for parent, conv, norm in pairs:
         _fold(parent._modules[conv], parent._modules[norm])
         parent._modules[norm] = nn.Identity()
@@ -234,8 +238,9 @@ def optimize_for_inference(model: GeneralizedRCNN, dtype: torch.dtype = torch.bf
             part.register_forward_hook(_Float32Outputs())
         for param_name, param in part.named_parameters():
             if not bool(torch.isfinite(param).all()):
-                raise ValueError(f"{name}.{param_name} does not fit in {dtype} (it has infinite or NaN values "
-                                 "after folding and conversion); use torch.bfloat16 or torch.float32")
+                hint = " (float16's range is too small: use torch.bfloat16)" if dtype == torch.float16 else ""
+                raise ValueError(f"{name}.{param_name} has infinite or NaN values after batch-norm folding and "
+                                 f"conversion to {dtype}{hint}")
     if low_precision:
         _pin_anchors_to_float32(model.rpn)
     return model
