@@ -212,7 +212,8 @@ def optimize_for_inference(model: GeneralizedRCNN, dtype: torch.dtype = torch.bf
     twice per image batch, before pooling); unfolded ``FrozenBatchNorm2d`` would also turn
     autocast's bf16 activations back into float32 (its statistics are float32 buffers).
     float16 can overflow where bfloat16 cannot (float16's largest value is 65504): a folded
-    weight that does not fit is an error; activations that overflow are not checked. On a CPU
+    weight that does not fit is a ValueError (raised before anything but the folding has changed
+    an ``inplace`` model); activations that overflow are not checked. On a CPU
     without native bf16/fp16 support (AVX-512 BF16 / AMX, AVX-512 FP16) oneDNN emulates them:
     correct, but possibly slower than float32.
     """
@@ -227,8 +228,15 @@ def optimize_for_inference(model: GeneralizedRCNN, dtype: torch.dtype = torch.bf
     _remove_cast_hooks(model)
     if fold_batchnorm:
         fold_conv_batchnorm(model)
+    parts = _network_parts(model)
+    for name, part, _ in parts:  # before any conversion
+        for param_name, param in part.named_parameters():
+            if not bool(torch.isfinite(param.to(dtype)).all()):
+                hint = " (float16's range is too small: use torch.bfloat16)" if dtype == torch.float16 else ""
+                raise ValueError(f"{name}.{param_name} has infinite or NaN values after batch-norm folding and "
+                                 f"conversion to {dtype}{hint}")
     low_precision = dtype != torch.float32
-    for name, part, feeds_boxes in _network_parts(model):
+    for _, part, feeds_boxes in parts:
         part.to(dtype=dtype)
         if channels_last:
             part.to(memory_format=torch.channels_last)
@@ -236,11 +244,6 @@ def optimize_for_inference(model: GeneralizedRCNN, dtype: torch.dtype = torch.bf
             part.register_forward_pre_hook(_CastInputs(dtype, channels_last))
         if low_precision and feeds_boxes:
             part.register_forward_hook(_Float32Outputs())
-        for param_name, param in part.named_parameters():
-            if not bool(torch.isfinite(param).all()):
-                hint = " (float16's range is too small: use torch.bfloat16)" if dtype == torch.float16 else ""
-                raise ValueError(f"{name}.{param_name} has infinite or NaN values after batch-norm folding and "
-                                 f"conversion to {dtype}{hint}")
     if low_precision:
         _pin_anchors_to_float32(model.rpn)
     return model
