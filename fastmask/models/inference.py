@@ -210,7 +210,9 @@ def optimize_for_inference(model: GeneralizedRCNN, dtype: torch.dtype = torch.bf
     callers need no autocast context, weights are not recast on every call, and RoIAlign reads
     the low-precision features directly (under autocast it copies every FPN level to float32,
     twice per image batch, before pooling); unfolded ``FrozenBatchNorm2d`` would also turn
-    autocast's bf16 activations back into float32 (its statistics are float32 buffers).
+    autocast's bf16 activations back into float32 (its statistics are float32 buffers). Measured
+    on a 2-core AMX CPU (R50-FPN, images 480x640 and 600x800, folded, channels_last): 4.3-4.8 s
+    with bf16 weights against 5.2-5.4 s under ``torch.autocast("cpu", torch.bfloat16)``.
     float16 can overflow where bfloat16 cannot (float16's largest value is 65504): a folded
     weight that does not fit is a ValueError (raised before anything but the folding has changed
     an ``inplace`` model); activations that overflow are not checked. On a CPU
