@@ -230,8 +230,13 @@ def test_forward_static_equals_forward(dtype):
     # trace into one graph (dynamo's full-graph trace with the eager backend).
     fast = optimize_for_inference(small_model(), dtype)
     batch = torch.rand(2, 3, 64, 96)
-    with torch.no_grad():
-        compiled = torch.compile(fast.forward_static, fullgraph=True, backend="eager")(batch)
+    try:
+        with torch.no_grad():
+            compiled = torch.compile(fast.forward_static, fullgraph=True, backend="eager")(batch)
+    finally:
+        # Forget forward_static's compilations: another size compiled later (tests/test_model.py)
+        # would otherwise be traced with dynamic shapes.
+        torch._dynamo.reset()
     recorder = Recorder(fast)
     with torch.no_grad():
         static = fast.forward_static(batch)
