@@ -162,7 +162,9 @@ def _pin_anchors_to_float32(rpn: nn.Module) -> None:
     if type(generator) not in _FLOAT32_ANCHORS:
         raise TypeError(f"model.rpn.anchor_generator is a {type(generator).__name__}: low precision needs fastmask's "
                         "or torchvision's AnchorGenerator, whose anchors can be kept in float32")
-    generator.cell_anchors = [c.float() for c in generator.cell_anchors]
+    # Made afresh: a call in low precision (e.g. under autocast) may have rounded the current ones.
+    generator.cell_anchors = [generator.generate_anchors(s, r, torch.float32, c.device)
+                              for s, r, c in zip(generator.sizes, generator.aspect_ratios, generator.cell_anchors)]
     generator.__class__ = _FLOAT32_ANCHORS[type(generator)]  # only overrides a method: no state to convert
 
 
