@@ -46,11 +46,35 @@ def _checkpoint_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
 
 
+_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def _inference_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("fast inference (fastmask.models.optimize_for_inference; either flag applies it, "
+                                  "which also folds the batch norms into the convolutions)")
+    g.add_argument("--precision", choices=sorted(_PRECISIONS), default=None,
+                   help="the networks' precision; boxes, scores, NMS and masks stay float32 (default: the model "
+                   "as loaded, float32, not optimised)")
+    g.add_argument("--channels-last", action="store_true", help="channels_last convolutions")
+
+
+def _optimized(model, args: argparse.Namespace):
+    """``model`` through optimize_for_inference (in place) if --precision or --channels-last asks."""
+    if args.precision is None and not args.channels_last:
+        return model
+    import torch
+
+    from .models import optimize_for_inference
+
+    dtype = getattr(torch, _PRECISIONS[args.precision or "fp32"])
+    return optimize_for_inference(model, dtype=dtype, channels_last=args.channels_last, inplace=True)
+
+
 def _load(args: argparse.Namespace):
     from .engine import load_checkpoint
 
     model, config, _ = load_checkpoint(args.checkpoint, {"arch": args.arch} if args.arch else None)
-    return model.to(args.device).eval(), config
+    return _optimized(model.to(args.device).eval(), args), config
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -141,16 +165,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
     reference, ours = (m.to(device) for m in model_pair(box_score_thresh=args.box_score_thresh))
-    if args.channels_last:
-        ours = ours.to(memory_format=torch.channels_last)
+    ours = _optimized(ours, args)
     g = torch.Generator().manual_seed(0)
     images = [torch.rand(3, h, w, generator=g).to(device) for h, w in sizes] * args.batch
     with torch.no_grad():
         differ = detections_differ(reference(images), ours(images))
         t_ref = time_ms(lambda: reference(images), device, args.repeats, args.warmup)
         t_ours = time_ms(lambda: ours(images), device, args.repeats, args.warmup)
-    layout = " (fastmask channels_last)" if args.channels_last else ""
-    print(f"Mask R-CNN R50-FPN inference{layout}, {len(images)} images {' '.join(args.sizes)} on {device} "
+    optimized = ""
+    if args.precision or args.channels_last:
+        layout = ", channels_last" if args.channels_last else ""
+        optimized = f" (fastmask: {args.precision or 'fp32'}{layout}, batch norms folded)"
+    print(f"Mask R-CNN R50-FPN inference{optimized}, {len(images)} images {' '.join(args.sizes)} on {device} "
           f"({torch.get_num_threads()} threads), median of {args.repeats}:")
     print(f"  torchvision {t_ref:.1f} ms   fastmask {t_ours:.1f} ms   speed-up {t_ref / t_ours:.2f}x   "
           f"images whose detections differ: {differ:.0f}")
@@ -201,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--json", help="also write the metrics here")
     p.add_argument("--verbose", action="store_true", help="print pycocotools' tables")
+    _inference_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="write PNG overlays of predicted masks and boxes")
@@ -212,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-images", type=int, default=4, help="synthetic images when no files are given")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--data-seed", type=int, default=1)
+    _inference_args(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("bench", help="end-to-end inference latency against torchvision's model (same weights)")
@@ -220,8 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="repeat the sizes this many times")
     p.add_argument("--box-score-thresh", type=float, default=0.0,
                    help="0 keeps every detection of the random weights (default %(default)s)")
-    p.add_argument("--channels-last", action="store_true",
-                   help="fastmask's model in channels_last (faster convolutions, which round differently)")
+    _inference_args(p)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.set_defaults(func=cmd_bench)

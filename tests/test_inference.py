@@ -1,0 +1,376 @@
+"""optimize_for_inference: batch norms folded into convolutions, channels_last, bf16/fp16 networks
+whose box arithmetic stays float32; and the CLI's --precision / --channels-last."""
+import copy
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import resnet
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.ops import box_iou
+from torchvision.ops.misc import Conv2dNormActivation, FrozenBatchNorm2d
+
+from fastmask.cli import main
+from fastmask.engine import save_checkpoint
+from fastmask.models import (MaskRCNN, fold_conv_batchnorm, maskrcnn_resnet_fpn, optimize_for_inference,
+                             patch_torchvision)
+
+SMALL = dict(min_size=64, max_size=96, box_score_thresh=0.0, rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=100,
+             box_detections_per_img=30)
+NORMS = (FrozenBatchNorm2d, nn.BatchNorm2d)
+
+
+def _randomize_norms(module: nn.Module) -> None:
+    """Non-trivial statistics and affine parameters, so that a wrong fold shows."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, NORMS):
+                m.running_var.uniform_(0.5, 2.0)
+                m.running_mean.normal_(0, 0.1)
+                if m.weight is not None:
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.normal_(0, 0.1)
+
+
+def small_model(norm_layer=FrozenBatchNorm2d, seed: int = 0) -> MaskRCNN:
+    """A ResNet-18 FPN Mask R-CNN with random weights whose class scores are spread out (random
+    logits scaled up), so that small changes of the logits rarely reorder detections."""
+    torch.manual_seed(seed)
+    body = resnet.resnet18(weights=None, norm_layer=norm_layer)
+    _randomize_norms(body)
+    model = MaskRCNN(_resnet_fpn_extractor(body, 3), num_classes=4, **SMALL).eval()
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.weight.mul_(20)
+    return model
+
+
+def images():
+    g = torch.Generator().manual_seed(1)
+    return [torch.rand(3, 64, 96, generator=g), torch.rand(3, 56, 80, generator=g)]
+
+
+def _norm_count(module: nn.Module) -> int:
+    return sum(isinstance(m, NORMS) for m in module.modules())
+
+
+@pytest.mark.parametrize("depth, norms", [("resnet18", 1 + 8 * 2 + 3), ("resnet50", 1 + 16 * 3 + 4)])
+def test_fold_finds_every_norm_of_resnet_backbones(depth, norms):
+    # Stem conv1/bn1, every block's convN/bnN, every downsample (conv, norm): all of them.
+    body = getattr(resnet, depth)(weights=None, norm_layer=FrozenBatchNorm2d)
+    backbone = _resnet_fpn_extractor(body, 3)
+    assert _norm_count(backbone) == norms
+    assert fold_conv_batchnorm(backbone) == norms
+    assert _norm_count(backbone) == 0
+    assert backbone.body.layer1[0].conv1.bias is not None and isinstance(backbone.body.bn1, nn.Identity)
+
+
+def test_fold_only_where_the_norm_directly_follows_the_conv():
+    conv, norm, shared = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1)
+
+    class Residual(nn.Sequential):  # its own forward: its children do not run in sequence
+        def forward(self, x):
+            return self[0](x) + self[1](x)
+
+    cases = [
+        IntermediateLayerGetter(nn.Sequential(conv, norm), {"0": "out"}),  # the conv's output is returned too
+        Residual(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)),
+        nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 1)),  # norm before the conv
+        nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.BatchNorm2d(4)),  # not directly
+        nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4, track_running_stats=False)),  # batch statistics
+        nn.Sequential(nn.Sequential(shared, nn.BatchNorm2d(4)), shared),  # the conv is used without the norm too
+    ]
+    for module in cases:  # in eval mode: but for the structure, their norms could be folded
+        assert fold_conv_batchnorm(module.eval()) == 0, module
+    training = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).train()  # normalises with batch statistics
+    assert fold_conv_batchnorm(training) == 0 and fold_conv_batchnorm(training.eval()) == 1
+    folded = nn.Sequential(nn.Conv2d(3, 4, 1, bias=True), nn.BatchNorm2d(4, affine=False)).eval()
+    _randomize_norms(folded)
+    x = torch.randn(2, 3, 5, 5)
+    expected = folded(x)
+    assert fold_conv_batchnorm(folded) == 1 and isinstance(folded[1], nn.Identity)
+    torch.testing.assert_close(folded(x), expected, rtol=1e-5, atol=1e-6)
+    # A torchvision conv-norm-activation block (as in FPNs and v2 heads).
+    block = Conv2dNormActivation(3, 4, norm_layer=nn.BatchNorm2d).eval()
+    _randomize_norms(block)
+    expected = block(x)
+    assert fold_conv_batchnorm(block) == 1
+    torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm_layer", NORMS)
+def test_folding_float64_gives_the_same_detections(norm_layer):
+    model = small_model(norm_layer).double()
+    folded = copy.deepcopy(model)
+    assert fold_conv_batchnorm(folded) == 20 and _norm_count(folded) == 0
+    x = torch.rand(2, 3, 64, 96, dtype=torch.float64)
+    with torch.no_grad():
+        ref_features, features = model.backbone(x), folded.backbone(x)
+        ref, out = model([im.double() for im in images()]), folded([im.double() for im in images()])
+    for key, value in ref_features.items():
+        torch.testing.assert_close(features[key], value, rtol=1e-12, atol=1e-12 * float(value.abs().max()))
+    for r, o in zip(ref, out):
+        assert len(r["boxes"]) > 0 and torch.equal(r["labels"], o["labels"])
+        for key in ("boxes", "scores", "masks"):
+            torch.testing.assert_close(o[key], r[key], rtol=1e-10, atol=1e-10)
+
+
+def test_folding_v2_model_fpn_and_heads():
+    # maskrcnn_resnet50_fpn_v2 has batch norms in its FPN and its box and mask heads too
+    # (torchvision's Conv2dNormActivation blocks): all are folded, each part computes the same.
+    torch.manual_seed(0)
+    model = torchvision.models.detection.maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=3,
+                                                                   **SMALL).eval().double()
+    _randomize_norms(model)
+    folded = copy.deepcopy(model)
+    norms = _norm_count(model)
+    assert fold_conv_batchnorm(folded) == norms > _norm_count(model.backbone.body)
+    assert _norm_count(folded) == 0
+    x = torch.rand(1, 3, 64, 64, dtype=torch.float64)
+    pooled = torch.rand(3, 256, 7, 7, dtype=torch.float64)
+    with torch.no_grad():
+        ref, out = model.backbone(x), folded.backbone(x)
+        for key, value in ref.items():
+            torch.testing.assert_close(out[key], value, rtol=1e-12, atol=1e-12 * float(value.abs().max()))
+        for head in ("box_head", "mask_head"):
+            value = getattr(model.roi_heads, head)(pooled)
+            torch.testing.assert_close(getattr(folded.roi_heads, head)(pooled), value, rtol=1e-12,
+                                       atol=1e-12 * float(value.abs().max()))
+
+
+def test_folding_float32_changes_features_by_rounding_only():
+    # The folded weights are rounded to float32 once (instead of the conv output being scaled in
+    # float32 by the norm): every layer's result moves by a few float32 ulps, ResNet-18's 20
+    # layers compound that to about 1e-6 of the features' largest value; 1e-5 leaves 10x.
+    model = small_model()
+    folded = optimize_for_inference(model, torch.float32, channels_last=False)
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        ref, out = model.backbone(x), folded.backbone(x)
+    for key, value in ref.items():
+        assert float((out[key] - value).abs().max()) <= 1e-5 * float(value.abs().max()), key
+
+
+def test_returns_a_copy_unless_inplace():
+    model = small_model()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = optimize_for_inference(model)
+    assert fast is not model and _norm_count(model) == 20
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert next(model.parameters()).dtype == torch.float32 and not model.backbone._forward_pre_hooks
+    assert optimize_for_inference(model, inplace=True) is model and _norm_count(model) == 0
+
+
+class Recorder:
+    """The dtypes that reach the box arithmetic: the RPN's proposal generation and RoIHeads.detect."""
+
+    def __init__(self, model: MaskRCNN):
+        self.seen = {}
+        rpn, heads = model.rpn, model.roi_heads
+        propose, detect = rpn.propose, heads.detect
+
+        def recording_propose(images, features, objectness, deltas, image_sizes=None):
+            self.seen.update(features=features[0].dtype, objectness={o.dtype for o in objectness},
+                             deltas={d.dtype for d in deltas})
+            result = propose(images, features, objectness, deltas, image_sizes)
+            self.seen["anchors"] = {a.dtype for a in rpn.anchor_generator.cell_anchors}
+            return result
+
+        def recording_detect(class_logits, box_regression, proposals, proposal_valid, image_sizes):
+            self.seen.update(class_logits=class_logits.dtype, box_regression=box_regression.dtype,
+                             proposals=proposals.dtype)
+            return detect(class_logits, box_regression, proposals, proposal_valid, image_sizes)
+
+        rpn.propose, heads.detect = recording_propose, recording_detect
+        # Registered after optimize_for_inference's hooks: sees what they return.
+        heads.mask_predictor.register_forward_hook(lambda m, args, out: self.seen.update(mask_logits=out.dtype))
+        heads.box_head.register_forward_hook(lambda m, args, out: self.seen.update(box_head=out.dtype))
+
+    def assert_float32_boxes(self, dtype):
+        seen = self.seen
+        assert seen["features"] == seen["box_head"] == dtype  # the networks do run in dtype
+        assert seen["objectness"] == seen["deltas"] == seen["anchors"] == {torch.float32}
+        assert seen["class_logits"] == seen["box_regression"] == seen["proposals"] == torch.float32
+        assert seen["mask_logits"] == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_networks_float32_boxes(dtype):
+    model = small_model()
+    anchors = [a.clone() for a in model.rpn.anchor_generator.cell_anchors]
+    rounded = copy.deepcopy(model)
+    # As a low-precision call (e.g. under autocast) leaves them: in dtype, so anchors would be made in it.
+    rounded.rpn.anchor_generator.set_cell_anchors(dtype, torch.device("cpu"))
+    fast = optimize_for_inference(rounded, dtype)
+    recorder = Recorder(fast)
+    with torch.no_grad():
+        ref, out = model(images()), fast(images())
+    recorder.assert_float32_boxes(dtype)
+    for a, b in zip(fast.rpn.anchor_generator.cell_anchors, anchors):
+        assert a.dtype == torch.float32 and torch.equal(a, b)
+    assert fast.backbone.body.conv1.weight.dtype == dtype
+    assert fast.backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    for r, o in zip(ref, out):
+        assert {v.dtype for k, v in o.items() if k != "labels"} == {torch.float32}
+        assert o["masks"].shape[1:] == r["masks"].shape[1:]
+        # The same leading detections as float32, up to the networks' rounding (which moves
+        # random-weight boxes and reorders near-tied proposals): of float32's top 10, at least 7
+        # are found again (same class, IoU > 0.9, score within 0.03). Seen: 8-10 in bf16 and fp16,
+        # with AMX and with oneDNN limited to AVX2.
+        found = 0
+        for box, label, score in zip(r["boxes"][:10], r["labels"][:10], r["scores"][:10]):
+            overlaps = box_iou(box[None], o["boxes"])[0]
+            same = (o["labels"] == label) & (overlaps > 0.9) & ((o["scores"] - score).abs() < 0.03)
+            found += bool(same.any())
+        assert found >= 7
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_forward_static_equals_forward(dtype):
+    # 64 x 96 images are the network's size (no resize, no padding): forward_static's valid rows
+    # are forward's detections, in float32 boxes from the same low-precision networks. The casts
+    # trace into one graph (dynamo's full-graph trace with the eager backend).
+    fast = optimize_for_inference(small_model(), dtype)
+    batch = torch.rand(2, 3, 64, 96)
+    try:
+        with torch.no_grad():
+            compiled = torch.compile(fast.forward_static, fullgraph=True, backend="eager")(batch)
+    finally:
+        # Forget forward_static's compilations: another size compiled later (tests/test_model.py)
+        # would otherwise be traced with dynamic shapes.
+        torch._dynamo.reset()
+    recorder = Recorder(fast)
+    with torch.no_grad():
+        static = fast.forward_static(batch)
+        eager = fast(list(batch))
+    for key, value in static.items():
+        assert torch.equal(compiled[key], value), key
+    if dtype != torch.float32:
+        recorder.assert_float32_boxes(dtype)
+    assert static["boxes"].dtype == static["scores"].dtype == static["masks"].dtype == torch.float32
+    for b, ref in enumerate(eager):
+        valid = static["valid"][b]
+        assert int(valid.sum()) == len(ref["boxes"]) > 0
+        torch.testing.assert_close(static["boxes"][b][valid], ref["boxes"])
+        torch.testing.assert_close(static["scores"][b][valid], ref["scores"])
+        assert torch.equal(static["labels"][b][valid], ref["labels"])
+
+
+def test_reoptimizing_replaces_the_settings():
+    model = small_model()
+    fast = optimize_for_inference(optimize_for_inference(model, torch.bfloat16), torch.float32, channels_last=False)
+    assert fast.backbone.body.conv1.weight.dtype == torch.float32
+    assert len(fast.rpn.head._forward_hooks) == 0 and len(fast.backbone._forward_pre_hooks) == 0
+    with torch.no_grad():
+        out = fast(images())
+    assert out[0]["boxes"].dtype == torch.float32 and len(out[0]["boxes"]) > 0
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(TypeError, match="GeneralizedRCNN"):
+        optimize_for_inference(nn.Conv2d(3, 3, 1))
+    with pytest.raises(ValueError, match="dtype"):
+        optimize_for_inference(small_model(), torch.float64)
+    model = small_model()
+    with torch.no_grad():  # a near-zero variance with eps 0: the folded weights exceed float16's range
+        model.backbone.body.bn1.running_var[0] = 1e-14
+        model.backbone.body.bn1.eps = 0.0
+    with pytest.raises(ValueError, match="backbone.body.conv1.weight .*float16's range"):
+        optimize_for_inference(model, torch.float16, inplace=True)
+    assert model.backbone.body.conv1.weight.dtype == torch.float32 and not model.backbone._forward_pre_hooks
+    optimize_for_inference(model, torch.bfloat16)  # bf16 has float32's range
+
+
+def test_works_on_torchvision_maskrcnn():
+    torch.manual_seed(0)
+    tv = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=3,
+                                                             **SMALL).eval()
+    fast = optimize_for_inference(patch_torchvision(tv), torch.bfloat16)
+    with torch.no_grad():
+        (out,) = fast([torch.rand(3, 64, 80)])
+    assert out["boxes"].dtype == torch.float32 and len(out["boxes"]) > 0
+    assert fast.rpn.anchor_generator.cell_anchors[0].dtype == torch.float32
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_low_precision_float32_boxes(dtype):
+    model = small_model().cuda()
+    fast = optimize_for_inference(model, dtype)
+    recorder = Recorder(fast)
+    batch = torch.rand(2, 3, 64, 96, device="cuda")
+    with torch.no_grad():
+        eager = fast(list(batch))
+        static = fast.forward_static(batch)
+    recorder.assert_float32_boxes(dtype)
+    for b, ref in enumerate(eager):
+        valid = static["valid"][b]
+        assert int(valid.sum()) == len(ref["boxes"]) > 0
+        torch.testing.assert_close(static["boxes"][b][valid], ref["boxes"])
+
+
+# The CLI: a tiny checkpoint (ResNet-18, 64-pixel images), flags parsed and applied.
+TINY_CONFIG = {"arch": "resnet18", "num_classes": 4, "classes": ["background", "a", "b", "c"],
+               "kwargs": {"min_size": 64, "max_size": 64, "rpn_pre_nms_top_n_test": 100,
+                          "rpn_post_nms_top_n_test": 50}}
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = maskrcnn_resnet_fpn("resnet18", weights_backbone=None, num_classes=4, **TINY_CONFIG["kwargs"])
+    path = str(tmp_path_factory.mktemp("ckpt") / "checkpoint.pth")
+    save_checkpoint(path, model, TINY_CONFIG)
+    return path
+
+
+def test_cli_flags_parse():
+    from fastmask.cli import build_parser
+
+    parser = build_parser()
+    for command in (["predict", "--checkpoint", "c.pth"], ["evaluate", "--checkpoint", "c.pth"], ["bench"]):
+        args = parser.parse_args(command)
+        assert args.precision is None and not args.channels_last
+        args = parser.parse_args(command + ["--precision", "bf16", "--channels-last"])
+        assert args.precision == "bf16" and args.channels_last
+        with pytest.raises(SystemExit):
+            parser.parse_args(command + ["--precision", "int8"])
+
+
+@pytest.mark.parametrize("flags", [["--precision", "bf16", "--channels-last"], ["--precision", "fp16"]])
+def test_cli_predict_applies_the_optimization(tiny_checkpoint, tmp_path, monkeypatch, flags):
+    import fastmask.models
+
+    calls = []
+    optimize = fastmask.models.optimize_for_inference
+
+    def spy(model, **kwargs):
+        calls.append(kwargs)
+        return optimize(model, **kwargs)
+
+    monkeypatch.setattr(fastmask.models, "optimize_for_inference", spy)
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", tiny_checkpoint, "--num-images", "2", "--image-size", "64",
+                 "--out", str(out), "--score-threshold", "0", *flags]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["shapes-0000.png", "shapes-0001.png"]
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[flags[1]]
+    assert calls == [{"dtype": dtype, "channels_last": "--channels-last" in flags, "inplace": True}]
+
+
+def test_cli_evaluate_with_bf16(tiny_checkpoint, tmp_path):
+    pytest.importorskip("pycocotools")
+    assert main(["evaluate", "--checkpoint", tiny_checkpoint, "--num-images", "2", "--image-size", "64",
+                 "--json", str(tmp_path / "ap.json"), "--precision", "bf16", "--channels-last"]) == 0
+    assert (tmp_path / "ap.json").is_file()
+
+
+def test_cli_bench_with_bf16_channels_last(monkeypatch, capsys):
+    import fastmask.engine.bench as bench
+
+    full_size = bench.model_pair
+    monkeypatch.setattr(bench, "model_pair", lambda **kw: full_size(min_size=64, max_size=64, num_classes=3, **kw))
+    assert main(["bench", "--device", "cpu", "--sizes", "48x64", "--repeats", "1", "--warmup", "0",
+                 "--precision", "bf16", "--channels-last"]) == 0
+    out = capsys.readouterr().out
+    assert "(fastmask: bf16, channels_last, batch norms folded)" in out and "speed-up" in out
