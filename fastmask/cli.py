@@ -1,4 +1,4 @@
-"""The ``fastmask`` command: train, evaluate, predict, bench. ``fastmask <command> --help`` for options."""
+"""The ``fastmask`` command: train, evaluate, predict, bench, export. ``fastmask <command> --help`` for options."""
 import argparse
 import json
 import os
@@ -184,6 +184,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .engine import load_checkpoint
+    from .models.export import export_static
+
+    model, _, _ = load_checkpoint(args.checkpoint, {"arch": args.arch} if args.arch else None)
+    # Default: the square that holds any image the model's transform resizes (long side <= max_size).
+    size = args.size or [-(-model.transform.max_size // 32) * 32] * 2
+    path = export_static(model.to(args.device).eval(), args.batch, size, args.precision, args.paste, args.out)
+    print(f"{path}: {args.batch} x 3 x {size[0]} x {size[1]} uint8 images and [{args.batch}, 2] int64 "
+          f"image sizes -> boxes, scores, labels, masks{' (pasted)' if args.paste else ''}, valid")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -252,6 +265,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="one ahead-of-time compiled package (.pt2) of forward_static, for Python or C++",
+                       description="torch.export of the model's forward_static at a fixed batch and image size, "
+                       "normalising uint8 images inside, compiled by AOTInductor into one .pt2 package. Load it with "
+                       "'import fastmask' and torch._inductor.aoti_load_package(OUT); call it with (images [B, 3, H, W] "
+                       "uint8, image_sizes [B, 2] int64: each image's size before zero padding).")
+    _checkpoint_args(p)
+    p.add_argument("--out", default="model.pt2", help="the package to write (default %(default)s)")
+    p.add_argument("--batch", type=int, default=1, help="images per call (default %(default)s)")
+    p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="the network's input size, multiples of 32 (default: a square of the model's max_size, "
+                   "rounded up to a multiple of 32)")
+    p.add_argument("--precision", choices=sorted(_PRECISIONS), default=None,
+                   help="run the networks in this precision (optimize_for_inference: batch norms folded; boxes, "
+                   "scores, NMS and masks stay float32); default: the model as loaded")
+    p.add_argument("--paste", action="store_true",
+                   help="masks pasted into the image ([B, D, H, W] probabilities) instead of [B, D, 28, 28]")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -1,0 +1,86 @@
+"""Mask R-CNN's ``forward_static`` as one ahead-of-time compiled package (``torch.export`` +
+AOTInductor): runs with ``import fastmask`` (which registers the ops) and
+``torch._inductor.aoti_load_package``, without fastmask's or torchvision's model code."""
+import copy
+from typing import Dict, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+
+from .inference import optimize_for_inference
+from .mask_rcnn import MaskRCNN
+from ._components import paste_masks_in_image
+
+__all__ = ["StaticMaskRCNN", "export_program", "export_static"]
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class StaticMaskRCNN(nn.Module):
+    """The module that is exported: ``forward_static`` of ``model`` on uint8 images.
+
+    ``forward(images, image_sizes)``: ``images`` ``[B, 3, H, W]`` uint8 (0-255, RGB, resized and
+    zero-padded to the network's size by the caller), ``image_sizes`` ``[B, 2]`` int64 (h, w) of
+    each image before padding. Returns ``forward_static``'s dict (``boxes``, ``scores``,
+    ``labels``, ``masks``, ``valid``); with ``paste``, ``masks`` are ``[B, D, H, W]`` float mask
+    probabilities pasted into the image (``paste_masks_in_image``) instead of ``[B, D, 28, 28]``.
+    """
+
+    def __init__(self, model: MaskRCNN, paste: bool = False):
+        super().__init__()
+        self.model = model
+        self.paste = paste
+
+    def forward(self, images: Tensor, image_sizes: Tensor) -> Dict[str, Tensor]:
+        out = self.model.forward_static(images.to(torch.float32) / 255, image_sizes)
+        if self.paste:
+            boxes, masks = out["boxes"], out["masks"]
+            num_images, detections, height, width = boxes.shape[0], boxes.shape[1], images.shape[2], images.shape[3]
+            pasted = paste_masks_in_image(masks.reshape(-1, 1, masks.shape[2], masks.shape[3]),
+                                          boxes.reshape(-1, 4), (height, width))
+            out["masks"] = pasted.view(num_images, detections, height, width)
+        return out
+
+
+def _check(model: nn.Module, batch: int, size: Sequence[int], precision: Optional[str]) -> None:
+    if not isinstance(model, MaskRCNN):
+        kind = "a torchvision model: wrap it with fastmask.patch_torchvision" if isinstance(model, GeneralizedRCNN) \
+            else type(model).__name__
+        raise TypeError(f"model must be a fastmask MaskRCNN (it has forward_static), got {kind}")
+    if int(batch) < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if len(size) != 2 or any(int(s) <= 0 or int(s) % 32 for s in size):
+        raise ValueError(f"size must be (height, width), positive multiples of 32 (the FPN's stride), got {tuple(size)}")
+    if precision is not None and precision not in _DTYPES:
+        raise ValueError(f"precision must be one of {sorted(_DTYPES)} or None, got {precision!r}")
+
+
+def export_program(model: MaskRCNN, batch: int, size: Sequence[int], precision: Optional[str] = None,
+                   paste: bool = False) -> torch.export.ExportedProgram:
+    """``torch.export`` of ``StaticMaskRCNN(model, paste)`` for ``batch`` uint8 images of ``size``
+    (height, width) on ``model``'s device. ``precision`` ("fp32", "bf16", "fp16") runs the model
+    through ``optimize_for_inference`` (on a copy; batch norms folded) first; ``None`` exports it
+    as it is. ``model`` is not modified."""
+    _check(model, batch, size, precision)
+    model = copy.deepcopy(model).eval()
+    if precision is not None:
+        model = optimize_for_inference(model, dtype=_DTYPES[precision], channels_last=False, inplace=True)
+    device = next(model.parameters()).device
+    height, width = int(size[0]), int(size[1])
+    images = torch.zeros(int(batch), 3, height, width, dtype=torch.uint8, device=device)
+    image_sizes = torch.tensor([[height, width]] * int(batch), device=device)
+    with torch.no_grad():
+        return torch.export.export(StaticMaskRCNN(model, paste).eval(), (images, image_sizes))
+
+
+def export_static(model: MaskRCNN, batch: int, size: Sequence[int], precision: Optional[str] = None,
+                  paste: bool = False, path: str = "model.pt2") -> str:
+    """``export_program`` compiled by AOTInductor into the package ``path`` (a ``.pt2`` file);
+    returns ``path``. Load it with ``import fastmask`` and ``torch._inductor.aoti_load_package(path)``:
+    calling the result with ``(images, image_sizes)`` as ``StaticMaskRCNN`` returns the same dict.
+    Its outputs equal the eager model's within float32 rounding, not bit for bit: Inductor fuses
+    and reorders the networks' arithmetic (measured: boxes within 2e-4 pixels, scores within
+    1e-6, masks within 1e-4; labels and valid equal on the test model)."""
+    program = export_program(model, batch, size, precision, paste)
+    return torch._inductor.aoti_compile_and_package(program, package_path=path)

@@ -1,0 +1,110 @@
+"""``fastmask export``: forward_static through torch.export and AOTInductor into one .pt2 package,
+run in a fresh process with only ``import fastmask`` (the ops), compared with the eager model."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from fastmask.cli import main
+from fastmask.engine import save_checkpoint
+from fastmask.models import maskrcnn_resnet_fpn
+from fastmask.models.export import StaticMaskRCNN, export_program, export_static
+
+
+def has_cxx_compiler() -> bool:
+    from torch._inductor.cpp_builder import get_cpp_compiler
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    try:
+        get_cpp_compiler()
+    except InvalidCxxCompiler:
+        return False
+    return True
+
+# box_score_thresh=0 so that the random weights detect: every row of the outputs is a detection.
+CONFIG = {"arch": "resnet18", "num_classes": 4,
+          "kwargs": {"min_size": 128, "max_size": 128, "box_score_thresh": 0.0, "rpn_pre_nms_top_n_test": 200,
+                     "rpn_post_nms_top_n_test": 100, "box_detections_per_img": 20}}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return maskrcnn_resnet_fpn(CONFIG["arch"], weights_backbone=None, num_classes=CONFIG["num_classes"],
+                               **CONFIG["kwargs"]).eval()
+
+
+def inputs():
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (2, 3, 128, 128), dtype=torch.uint8, generator=g)
+    images[1, :, 96:] = 0  # the second image is 96 x 128, zero-padded
+    return images, torch.tensor([[128, 128], [96, 128]])
+
+
+# The package is run in a fresh interpreter that imports fastmask's ops but none of the model code.
+RUNNER = textwrap.dedent("""
+    import sys
+    import torch
+    import fastmask
+    package, inputs, outputs = sys.argv[1:]
+    images, image_sizes = torch.load(inputs)
+    with torch.no_grad():
+        out = torch._inductor.aoti_load_package(package)(images, image_sizes)
+    loaded = sorted(m for m in sys.modules if m.startswith(("torchvision", "fastmask.models", "fastmask.engine")))
+    assert not loaded, loaded
+    torch.save(out, outputs)
+""")
+
+
+# AOTInductor compiles C++ (about a minute on 2 cores); the wheel's test run has no compiler.
+@pytest.mark.slow
+@pytest.mark.skipif(not has_cxx_compiler(), reason="AOTInductor needs a C++ compiler (none on PATH)")
+def test_exported_package_runs_without_model_code_and_matches_eager(model, tmp_path):
+    checkpoint, package = str(tmp_path / "checkpoint.pth"), str(tmp_path / "model.pt2")
+    save_checkpoint(checkpoint, model, CONFIG)
+    assert main(["export", "--checkpoint", checkpoint, "--out", package, "--batch", "2", "--size", "128", "128"]) == 0
+    images, image_sizes = inputs()
+    torch.save((images, image_sizes), tmp_path / "inputs.pt")
+    subprocess.run([sys.executable, "-c", RUNNER, package, str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
+                   check=True)
+    out = torch.load(tmp_path / "out.pt")
+    with torch.no_grad():
+        ref = StaticMaskRCNN(model)(images, image_sizes)
+    assert set(out) == set(ref) == {"boxes", "scores", "labels", "masks", "valid"}
+    assert bool(ref["valid"].all())
+    # Inductor fuses and reorders the networks' float32 arithmetic (e.g. batch norm, softmax), so
+    # values differ by rounding; selections (labels, which rows are valid) are the same.
+    assert torch.equal(out["labels"], ref["labels"]) and torch.equal(out["valid"], ref["valid"])
+    torch.testing.assert_close(out["boxes"], ref["boxes"], rtol=0, atol=1e-3)
+    torch.testing.assert_close(out["scores"], ref["scores"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(out["masks"], ref["masks"], rtol=0, atol=1e-3)
+    # The padded image's boxes are clipped to its 96 rows.
+    assert float(out["boxes"][1, :, 3].max()) <= 96
+
+
+def test_exported_program_with_pasted_masks_equals_eager(model):
+    # Not compiled (the exported graph runs the same kernels): exact.
+    images, image_sizes = inputs()
+    program = export_program(model, 2, (128, 128), paste=True)
+    with torch.no_grad():
+        out = program.module()(images, image_sizes)
+        ref = model.forward_static(images.float() / 255, image_sizes)
+    assert out["masks"].shape == (2, 20, 128, 128)
+    for b in range(2):
+        pasted = torch.ops.fastmask.paste_masks_in_image(ref["masks"][b][:, None], ref["boxes"][b], 128, 128, 1, None)
+        assert torch.equal(out["masks"][b], pasted[:, 0])
+    for key in ("boxes", "scores", "labels", "valid"):
+        assert torch.equal(out[key], ref[key]), key
+
+
+def test_export_arguments_are_checked(model):
+    with pytest.raises(ValueError, match="multiples of 32"):
+        export_static(model, 1, (100, 128))
+    with pytest.raises(ValueError, match="batch must be >= 1"):
+        export_static(model, 0, (128, 128))
+    with pytest.raises(ValueError, match="precision must be one of"):
+        export_static(model, 1, (128, 128), precision="int8")
+    with pytest.raises(TypeError, match="fastmask MaskRCNN"):
+        export_static(torch.nn.Linear(2, 2), 1, (128, 128))
