@@ -269,8 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="one ahead-of-time compiled package (.pt2) of forward_static, for Python or C++",
                        description="torch.export of the model's forward_static at a fixed batch and image size, "
                        "normalising uint8 images inside, compiled by AOTInductor into one .pt2 package. Load it with "
-                       "'import fastmask' and torch._inductor.aoti_load_package(OUT); call it with (images [B, 3, H, W] "
-                       "uint8, image_sizes [B, 2] int64: each image's size before zero padding).")
+                       "'import fastmask' and torch._inductor.aoti_load_package(OUT) (C++: libfastmask_ops and "
+                       "torch::inductor::AOTIModelPackageLoader); call it with (images [B, 3, H, W] uint8, "
+                       "image_sizes [B, 2] int64: each image's size before zero padding). It checks its inputs only "
+                       "with AOTI_RUNTIME_CHECK_INPUTS=1 in the environment. Needs a C++ compiler.")
     _checkpoint_args(p)
     p.add_argument("--out", default="model.pt2", help="the package to write (default %(default)s)")
     p.add_argument("--batch", type=int, default=1, help="images per call (default %(default)s)")

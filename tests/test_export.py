@@ -1,5 +1,6 @@
 """``fastmask export``: forward_static through torch.export and AOTInductor into one .pt2 package,
 run in a fresh process with only ``import fastmask`` (the ops), compared with the eager model."""
+import os
 import subprocess
 import sys
 import textwrap
@@ -50,8 +51,18 @@ RUNNER = textwrap.dedent("""
     import fastmask
     package, inputs, outputs = sys.argv[1:]
     images, image_sizes = torch.load(inputs)
+    runner = torch._inductor.aoti_load_package(package)
     with torch.no_grad():
-        out = torch._inductor.aoti_load_package(package)(images, image_sizes)
+        out = runner(images, image_sizes)
+        # (with AOTI_RUNTIME_CHECK_INPUTS=1) other sizes are refused rather than read out of bounds
+        try:
+            runner(images[:, :, :96], image_sizes)
+            raise AssertionError("a 96-row batch ran")
+        except RuntimeError as e:
+            assert "expected: 128, but got: 96" in str(e), e
+    metadata = runner.get_metadata()
+    assert metadata["images"] == "uint8[2, 3, 128, 128]", metadata
+    assert metadata["outputs"] == "boxes,scores,labels,masks,valid", metadata
     loaded = sorted(m for m in sys.modules if m.startswith(("torchvision", "fastmask.models", "fastmask.engine")))
     assert not loaded, loaded
     torch.save(out, outputs)
@@ -68,7 +79,7 @@ def test_exported_package_runs_without_model_code_and_matches_eager(model, tmp_p
     images, image_sizes = inputs()
     torch.save((images, image_sizes), tmp_path / "inputs.pt")
     subprocess.run([sys.executable, "-c", RUNNER, package, str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
-                   check=True)
+                   check=True, env={**os.environ, "AOTI_RUNTIME_CHECK_INPUTS": "1"})
     out = torch.load(tmp_path / "out.pt")
     with torch.no_grad():
         ref = StaticMaskRCNN(model)(images, image_sizes)
