@@ -119,3 +119,18 @@ def test_export_arguments_are_checked(model):
         export_static(model, 1, (128, 128), precision="int8")
     with pytest.raises(TypeError, match="fastmask MaskRCNN"):
         export_static(torch.nn.Linear(2, 2), 1, (128, 128))
+
+
+@pytest.mark.parametrize("max_size, side", [(128, 128), (100, 128)])
+def test_cli_export_default_size_holds_any_resized_image(tmp_path, monkeypatch, max_size, side):
+    import fastmask.models.export
+
+    calls = []
+    monkeypatch.setattr(fastmask.models.export, "export_static", lambda *args: calls.append(args) or args[-1])
+    config = {**CONFIG, "kwargs": {**CONFIG["kwargs"], "min_size": 64, "max_size": max_size}}
+    checkpoint = str(tmp_path / "checkpoint.pth")
+    save_checkpoint(checkpoint, maskrcnn_resnet_fpn("resnet18", num_classes=4, **config["kwargs"]), config)
+    assert main(["export", "--checkpoint", checkpoint, "--out", str(tmp_path / "m.pt2"), "--precision", "bf16",
+                 "--paste"]) == 0
+    (model, batch, size, precision, paste, path), = calls
+    assert (batch, list(size), precision, paste, path) == (1, [side, side], "bf16", True, str(tmp_path / "m.pt2"))
