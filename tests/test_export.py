@@ -54,12 +54,14 @@ RUNNER = textwrap.dedent("""
     runner = torch._inductor.aoti_load_package(package)
     with torch.no_grad():
         out = runner(images, image_sizes)
-        # (with AOTI_RUNTIME_CHECK_INPUTS=1) other sizes are refused rather than read out of bounds
+        # With AOTI_RUNTIME_CHECK_INPUTS=1 another size is refused (without it, it would run, reading
+        # out of bounds). torch 2.14 says why in the error; torch 2.11 only on stderr.
         try:
             runner(images[:, :, :96], image_sizes)
+        except RuntimeError:
+            pass
+        else:
             raise AssertionError("a 96-row batch ran")
-        except RuntimeError as e:
-            assert "expected: 128, but got: 96" in str(e), e
     metadata = runner.get_metadata()
     assert metadata["images"] == "uint8[2, 3, 128, 128]", metadata
     assert metadata["outputs"] == "boxes,scores,labels,masks,valid", metadata
