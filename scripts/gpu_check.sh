@@ -27,7 +27,7 @@
 #                    nms.cpp on a 2-core dev machine, sm_90 only), so about a minute on 16 cores
 #   cuda-tests   90  pytest -m cuda
 #   checks      100  in parallel (CPU-bound tests beside GPU-bound sanitizer runs):
-#                    suite      pytest -m "not cuda" (the rest of the suite; pytest-xdist if present)
+#                    suite      pytest -m "not cuda and not slow" (the rest of the suite; pytest-xdist if present)
 #                    smoke      scripts/cuda_smoke.py: every fastmask kernel once, no sanitizer
 #                    memcheck, racecheck, synccheck   compute-sanitizer on scripts/cuda_smoke.py,
 #                               fastmask's kernels only (--kernel-name kns=fastmask)
@@ -273,8 +273,8 @@ checks() {
     if [ "$MODE" = gpu ]; then
       # pytest-xdist, if there: 6 workers x 2 threads, 12 cores, the rest for the sanitizer runs
       # (some tests need >= 2 threads for torch's exact CPU paths).
-      "$PYTHON" -c "import xdist" 2>/dev/null && suite_cmd=(OMP_NUM_THREADS=2 "${PYTEST[@]}" -m "not cuda" -n 6)
-      [ ${#suite_cmd[@]} -gt 0 ] || suite_cmd=("OMP_NUM_THREADS=$NPROC" "${PYTEST[@]}" -m "not cuda")
+      "$PYTHON" -c "import xdist" 2>/dev/null && suite_cmd=(OMP_NUM_THREADS=2 "${PYTEST[@]}" -m "not cuda and not slow" -n 6)
+      [ ${#suite_cmd[@]} -gt 0 ] || suite_cmd=("OMP_NUM_THREADS=$NPROC" "${PYTEST[@]}" -m "not cuda and not slow")
       start_stage suite 100 env "${suite_cmd[@]}"
     else
       record suite skipped 0 "CPU mode: scripts/test.sh runs the whole suite"

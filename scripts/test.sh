@@ -29,5 +29,8 @@ set -e
 if [ "$status" -eq 5 ]; then echo "pytest: no tests were collected for this selection"; status=0; fi
 [ "$status" -eq 0 ] || exit "$status"
 
+echo "== slow tests (-m slow: fastmask export compiles with AOTInductor, which needs the C++ compiler)"
+(cd tests && FASTMASK_EXPECT_INSTALLED=1 ../.venv-wheel/bin/pytest -p no:cacheprovider -q -rs -m slow)
+
 echo "== C++ (libtorch) build and ctest"
 FASTMASK_CMAKE_CUDA=OFF bash scripts/cpp_test.sh .venv/bin/python  # CPU-only is enough here
