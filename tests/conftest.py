@@ -31,3 +31,14 @@ def random_rois(num, batch, height, width, scale=1.0, dtype=torch.float32, sprea
     bh = torch.rand(num) * h * 0.6
     b = torch.randint(0, batch, (num,)).float()
     return torch.stack([b, x1, y1, x1 + bw, y1 + bh], 1).to(dtype=dtype, device=device)
+
+
+def assert_static_matches_eager(static, eager):
+    """forward_static's padded outputs hold, per image, the rows eager forward returns: same
+    count (at least one), boxes and scores within float rounding, equal labels."""
+    for b, ref in enumerate(eager):
+        valid = static["valid"][b]
+        assert int(valid.sum()) == len(ref["boxes"]) > 0
+        torch.testing.assert_close(static["boxes"][b][valid], ref["boxes"])
+        torch.testing.assert_close(static["scores"][b][valid], ref["scores"])
+        assert torch.equal(static["labels"][b][valid], ref["labels"])

@@ -12,6 +12,7 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import box_iou
 from torchvision.ops.misc import Conv2dNormActivation, FrozenBatchNorm2d
 
+from conftest import assert_static_matches_eager
 from fastmask.cli import main
 from fastmask.engine import save_checkpoint
 from fastmask.models import (MaskRCNN, fold_conv_batchnorm, maskrcnn_resnet_fpn, optimize_for_inference,
@@ -249,12 +250,7 @@ def test_forward_static_equals_forward(dtype):
     if dtype != torch.float32:
         recorder.assert_float32_boxes(dtype)
     assert static["boxes"].dtype == static["scores"].dtype == static["masks"].dtype == torch.float32
-    for b, ref in enumerate(eager):
-        valid = static["valid"][b]
-        assert int(valid.sum()) == len(ref["boxes"]) > 0
-        torch.testing.assert_close(static["boxes"][b][valid], ref["boxes"])
-        torch.testing.assert_close(static["scores"][b][valid], ref["scores"])
-        assert torch.equal(static["labels"][b][valid], ref["labels"])
+    assert_static_matches_eager(static, eager)
 
 
 def test_reoptimizing_replaces_the_settings():

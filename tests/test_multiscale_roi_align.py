@@ -187,6 +187,23 @@ def test_compile_fullgraph(seed):
     assert torch.equal(pool(*feats), ref)
 
 
+def test_compile_module_with_inferred_scales_at_two_sizes(seed):
+    # The second size makes torch.compile trace again with symbolic sizes: the inferred scales
+    # must stay functions of them (a scale read from a tensor was data-dependent, and testing it
+    # failed), and both calls equal torchvision's pooler.
+    torch._dynamo.reset()
+    ours, theirs = MultiScaleRoIAlign(["0", "1"], 3, 2), torchvision.ops.MultiScaleRoIAlign(["0", "1"], 3, 2)
+    pool = torch.compile(ours, fullgraph=True, backend="eager")
+    try:
+        for size in (64, 96):
+            feats = {"0": torch.randn(2, 3, size // 4, size // 4), "1": torch.randn(2, 3, size // 8, size // 8)}
+            boxes = [torch.tensor([[1.0, 2, 30, 40], [4, 4, 9, 12]]), torch.tensor([[0.0, 0, size - 1, size - 1]])]
+            shapes = [(size, size), (size - 8, size)]
+            assert torch.equal(pool(feats, boxes, shapes), theirs(feats, boxes, shapes))
+    finally:
+        torch._dynamo.reset()
+
+
 def per_level_reference(features, rois, levels, scales, output_size, sampling_ratio, aligned=False):
     """torchvision's roi_align of each RoI on its own level; zeros for RoIs on an empty level."""
     first = features[0]

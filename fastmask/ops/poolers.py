@@ -31,6 +31,15 @@ def infer_scales(features: List[Tensor], image_shapes: List[Tuple[int, int]]) ->
     scales: List[float] = []
     for f in features:
         approx = float(f.shape[-2]) / float(max_h)
+        if not torch.jit.is_scripting():
+            if torch.compiler.is_compiling():
+                # Under torch.compile with dynamic shapes the sizes are symbols: Python math
+                # keeps the scale a function of them (a tensor's value would be data-dependent,
+                # and any test of the scale then fails). It rounds log2 in float64 where
+                # torchvision rounds the float32 one: the same unless feature/image sizes put
+                # log2 within 1e-7 of k + 1/2 (FPN levels are exact powers of 2).
+                scales.append(2.0 ** round(math.log2(approx)))
+                continue
         scales.append(2 ** float(torch.tensor(approx).log2().round()))
     return scales
 
