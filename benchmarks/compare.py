@@ -12,7 +12,11 @@ fastmask's achieved bandwidth where an op is bound by memory traffic: the fewest
 move (each input read once, each output written once) over its time, as a fraction of a large
 device-to-device copy measured at the start. The model rows on CUDA are eager inference at
 batch 1 and 8, and forward_static (plus mask pasting) replayed from a CUDA graph in float32
-and bfloat16 (torchvision in eager mode, under bfloat16 autocast for the bfloat16 row).
+and bfloat16 (torchvision in eager mode, under bfloat16 autocast for the bfloat16 row; fastmask's
+bfloat16 model is fastmask.models.optimize_for_inference's). On the CPU the fast-path rows run
+optimize_for_inference (bf16 networks, channels_last, batch norms folded; boxes, scores, NMS and
+pasting in float32) against torchvision's float32 model and against torchvision's model in
+channels_last under bfloat16 autocast.
 A case that raises is reported and skipped; the exit status is then 1.
 """
 import argparse
@@ -40,6 +44,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform as T
 
 import fastmask
 from fastmask.engine.bench import cuda_graph, detections_differ, model_pair, time_ms
+from fastmask.models import optimize_for_inference
 from fastmask.ops import (AnchorGenerator, BoxCoder, GeneralizedRCNNTransform, MultiScaleRoIAlign, batched_nms,
                           generate_proposals, multi_image_nms, nms, paste_masks_in_image, resize_bilinear, roi_align)
 
@@ -395,7 +400,10 @@ def resize_cases(device):
     return cases
 
 
-@builds("Mask R-CNN R50-FPN inference", "Mask R-CNN R50-FPN inference (fastmask channels_last)")
+FAST_PATH = "Mask R-CNN R50-FPN inference (fastmask fast path: optimize_for_inference, bf16, channels_last)"
+
+
+@builds("Mask R-CNN R50-FPN inference", "Mask R-CNN R50-FPN inference (fastmask channels_last)", FAST_PATH)
 def model_cases(device):
     # End to end: torchvision's maskrcnn_resnet50_fpn against fastmask's, the same random weights,
     # eval mode. box_score_thresh=0 keeps every detection (random weights score ~1/91), so the box
@@ -408,19 +416,34 @@ def model_cases(device):
         # detections can then differ from torchvision's, so it is the user's choice, not the default.
         return reference, ours, copy.deepcopy(ours).to(memory_format=torch.channels_last)
 
+    @functools.lru_cache(maxsize=None)
+    def fast_model():
+        # Networks in bf16, batch norms folded, channels_last; boxes, scores, NMS and pasting float32.
+        return optimize_for_inference(models()[1], torch.bfloat16, channels_last=True)
+
+    @functools.lru_cache(maxsize=None)
+    def torchvision_channels_last():
+        return copy.deepcopy(models()[0]).to(memory_format=torch.channels_last)
+
     g = torch.Generator().manual_seed(5)
     if device.type != "cuda":
         # 2 images 480x640 and 600x800 (resized to a short side of 800).
         images = [torch.rand(3, 480, 640, generator=g).to(device), torch.rand(3, 600, 800, generator=g).to(device)]
         work = "2 images 480x640 + 600x800, random weights, box_score_thresh=0"
+
+        def torchvision_autocast_cpu():
+            # torchvision's own fast path on the same layout and precision.
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return torchvision_channels_last()(images)
+
         return [Case("Mask R-CNN R50-FPN inference", work, lambda: models()[0](images), lambda: models()[1](images),
                      detections_differ),
                 Case("Mask R-CNN R50-FPN inference (fastmask channels_last)", work, lambda: models()[0](images),
-                     lambda: models()[2](images), detections_differ)]
-
-    @functools.lru_cache(maxsize=None)
-    def bf16_model():
-        return copy.deepcopy(models()[1]).to(torch.bfloat16)
+                     lambda: models()[2](images), detections_differ),
+                Case(FAST_PATH, f"{work}, vs torchvision float32", lambda: models()[0](images),
+                     lambda: fast_model()(images), detections_differ),
+                Case(FAST_PATH, f"{work}, vs torchvision channels_last + bf16 autocast", torchvision_autocast_cpu,
+                     lambda: fast_model()(images), detections_differ)]
 
     cases = []
     for batch in (1, 8):
@@ -441,10 +464,11 @@ def model_cases(device):
         for dtype, reference, versus in ((torch.float32, torchvision_eager, "torchvision eager"),
                                          (torch.bfloat16, torchvision_autocast, "torchvision eager, bf16 autocast")):
             dt = str(dtype).replace("torch.", "")
-            cases.append(Case("Mask R-CNN R50-FPN inference",
-                              f"{work}, fastmask forward_static + paste, CUDA graph, {dt} (vs {versus})", reference,
-                              static_inference(lambda d=dtype: models()[1] if d == torch.float32 else bf16_model(),
-                                               torch.stack(images).to(dtype)),
+            name = "Mask R-CNN R50-FPN inference" if dtype == torch.float32 else FAST_PATH
+            cases.append(Case(name, f"{work}, fastmask forward_static + paste, CUDA graph, {dt} (vs {versus})",
+                              reference,
+                              static_inference(lambda d=dtype: models()[1] if d == torch.float32 else fast_model(),
+                                               torch.stack(images)),
                               static_detections_differ))
     return cases
 
