@@ -6,7 +6,7 @@ import torch
 import torchvision
 
 from fastmask.ops import MultiScaleRoIAlign
-from fastmask.ops.poolers import map_levels
+from fastmask.ops.poolers import infer_scales, map_levels
 
 
 def fpn_features(batch, channels, image_hw, dtype=torch.float32, layout=torch.contiguous_format):
@@ -202,6 +202,20 @@ def test_compile_module_with_inferred_scales_at_two_sizes(seed):
             assert torch.equal(pool(feats, boxes, shapes), theirs(feats, boxes, shapes))
     finally:
         torch._dynamo.reset()
+
+
+def test_compile_infers_scale_zero_for_an_empty_level_as_eager():
+    features = [torch.randn(1, 2, 16, 16), torch.randn(1, 2, 0, 8), torch.randn(1, 2, 4, 4)]
+    pooler = MultiScaleRoIAlign(["0", "1", "2"], 2, 2)
+    x = dict(zip(["0", "1", "2"], features))
+    boxes = [torch.tensor([[1.0, 1, 40, 40], [2, 2, 9, 9]])]
+    torch._dynamo.reset()
+    try:
+        assert torch.compile(infer_scales, fullgraph=True, backend="eager")(features, [(64, 64)]) == [0.25, 0.0, 0.0625]
+        compiled = torch.compile(pooler, fullgraph=True, backend="eager")(x, boxes, [(64, 64)])
+    finally:
+        torch._dynamo.reset()
+    assert torch.equal(compiled, pooler(x, boxes, [(64, 64)]))
 
 
 def per_level_reference(features, rois, levels, scales, output_size, sampling_ratio, aligned=False):

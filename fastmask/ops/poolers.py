@@ -38,7 +38,7 @@ def infer_scales(features: List[Tensor], image_shapes: List[Tuple[int, int]]) ->
                 # and any test of the scale then fails). It rounds log2 in float64 where
                 # torchvision rounds the float32 one: the same unless feature/image sizes put
                 # log2 within 1e-7 of k + 1/2 (FPN levels are exact powers of 2).
-                scales.append(2.0 ** round(math.log2(approx)))
+                scales.append(2.0 ** round(math.log2(approx)) if approx > 0 else 0.0)  # eager: 2 ** -inf
                 continue
         scales.append(2 ** float(torch.tensor(approx).log2().round()))
     return scales
