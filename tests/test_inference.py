@@ -287,6 +287,10 @@ def test_works_on_torchvision_maskrcnn():
         (out,) = fast([torch.rand(3, 64, 80)])
     assert out["boxes"].dtype == torch.float32 and len(out["boxes"]) > 0
     assert fast.rpn.anchor_generator.cell_anchors[0].dtype == torch.float32
+    # Unpatched, torchvision's RoIAlign would get bf16 features and float32 boxes: a clear error first.
+    with pytest.raises(TypeError, match="patch_torchvision"):
+        optimize_for_inference(torchvision.models.detection.maskrcnn_resnet50_fpn(
+            weights=None, weights_backbone=None, num_classes=3, **SMALL), torch.bfloat16)
 
 
 @pytest.mark.cuda

@@ -249,6 +249,22 @@ def test_paper_preset_forward_small():
     assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 4
 
 
+def test_forward_static_pads_like_the_transform():
+    # A 96 x 100 image on a zero-filled 96 x 128 canvas (image_sizes says where it ends) is the
+    # batch forward's transform makes: normalised, then zero-padded. So the detections are the same.
+    torch.manual_seed(0)
+    model = fastmask.models.maskrcnn_resnet_fpn(
+        "resnet18", num_classes=4, min_size=96, max_size=128, box_score_thresh=0.0, rpn_pre_nms_top_n_test=200,
+        rpn_post_nms_top_n_test=100, box_detections_per_img=20).eval()
+    small, full = torch.rand(3, 96, 100), torch.rand(3, 96, 128)
+    canvas = torch.zeros(2, 3, 96, 128)
+    canvas[0, :, :, :100], canvas[1] = small, full
+    with torch.no_grad():
+        eager = model([small, full])
+        static = model.forward_static(canvas, torch.tensor([[96, 100], [96, 128]]))
+    assert_static_matches_eager(static, eager)
+
+
 def test_forward_static_matches_forward_and_compiles():
     # Images already at the network's size (no resize, no padding): the valid rows of the static
     # outputs are forward's detections, and the masks pasted into the image are forward's masks.

@@ -77,7 +77,9 @@ def detections_differ(reference: List[Dict[str, Tensor]], ours: List[Dict[str, T
     """The number of images whose detections (count, labels, boxes, scores) differ."""
     differ = 0
     for r, o in zip(reference, ours):
+        # In float32: a model under autocast returns bf16/fp16 boxes and scores.
         same = (len(r["boxes"]) == len(o["boxes"]) and torch.equal(r["labels"], o["labels"])
-                and torch.allclose(r["boxes"], o["boxes"], atol=atol) and torch.allclose(r["scores"], o["scores"], atol=atol))
+                and torch.allclose(r["boxes"].float(), o["boxes"].float(), atol=atol)
+                and torch.allclose(r["scores"].float(), o["scores"].float(), atol=atol))
         differ += not same
     return float(differ)

@@ -9,6 +9,7 @@ from torchvision.models import resnet
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.detection.anchor_utils import AnchorGenerator as _TvAnchorGenerator
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.ops import MultiScaleRoIAlign as _TvMultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from . import _components as components
@@ -182,13 +183,15 @@ def _network_parts(model: GeneralizedRCNN) -> List[Tuple[str, nn.Module, bool]]:
 
 def optimize_for_inference(model: GeneralizedRCNN, dtype: torch.dtype = torch.bfloat16, channels_last: bool = True,
                            fold_batchnorm: bool = True, inplace: bool = False) -> GeneralizedRCNN:
-    """A detection model (fastmask's ``MaskRCNN``, or a torchvision Faster/Mask/Keypoint R-CNN,
-    preferably after ``patch_torchvision``) made ready for fast inference, in eval mode. Returns a
+    """A detection model (fastmask's ``MaskRCNN``, or a torchvision Faster/Mask/Keypoint R-CNN;
+    for bf16/fp16 one after ``patch_torchvision``, whose RoIAlign takes low-precision features
+    with float32 boxes) made ready for fast inference, in eval mode. Returns a
     deep copy (``model`` is unchanged) unless ``inplace``, which modifies and returns ``model``
     (saves the copy's memory). Use the result for inference only: ``forward`` and
     ``forward_static`` as before (eager, or ``torch.compile``, which traces the casts; not
     TorchScript: they are Python forward hooks), on CPU or CUDA (``.to(device)`` before or after:
-    it keeps the dtypes). Calling it again on its result replaces the earlier settings.
+    it keeps the dtypes). Calling it again on its result replaces the hooks, but the weights keep
+    the earlier rounding and layout: to change the precision, start from the original model.
 
     - ``fold_batchnorm``: every batch norm directly following a convolution is folded into it
       (see ``fold_conv_batchnorm``): ResNet's ``FrozenBatchNorm2d`` (or ``BatchNorm2d``), and those of
@@ -216,8 +219,8 @@ def optimize_for_inference(model: GeneralizedRCNN, dtype: torch.dtype = torch.bf
     on a 2-core AMX CPU (R50-FPN, images 480x640 and 600x800, folded, channels_last): 4.3-4.8 s
     with bf16 weights against 5.2-5.4 s under ``torch.autocast("cpu", torch.bfloat16)``.
     float16 can overflow where bfloat16 cannot (float16's largest value is 65504): a folded
-    weight that does not fit is a ValueError (raised before anything but the folding has changed
-    an ``inplace`` model); activations that overflow are not checked. On a CPU
+    weight that does not fit is a ValueError (raised before any conversion; an ``inplace`` model
+    is then already folded and in eval mode); activations that overflow are not checked. On a CPU
     without native bf16/fp16 support (AVX-512 BF16 / AMX, AVX-512 FP16) oneDNN emulates them:
     correct, but possibly slower than float32.
     """
@@ -226,6 +229,14 @@ def optimize_for_inference(model: GeneralizedRCNN, dtype: torch.dtype = torch.bf
                         f"R-CNN), got {type(model).__name__}")
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
+    low_precision = dtype != torch.float32
+    if low_precision:
+        heads = model.roi_heads
+        for name in ("box_roi_pool", "mask_roi_pool", "keypoint_roi_pool"):
+            if isinstance(getattr(heads, name, None), _TvMultiScaleRoIAlign):
+                raise TypeError(f"model.roi_heads.{name} is torchvision's MultiScaleRoIAlign, whose RoIAlign needs "
+                                f"features and boxes of one dtype: call fastmask.models.patch_torchvision(model) "
+                                f"before optimize_for_inference(..., dtype={dtype})")
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
@@ -239,7 +250,6 @@ def optimize_for_inference(model: GeneralizedRCNN, dtype: torch.dtype = torch.bf
                 hint = " (float16's range is too small: use torch.bfloat16)" if dtype == torch.float16 else ""
                 raise ValueError(f"{name}.{param_name} has infinite or NaN values after batch-norm folding and "
                                  f"conversion to {dtype}{hint}")
-    low_precision = dtype != torch.float32
     for _, part, feeds_boxes in parts:
         part.to(dtype=dtype)
         if channels_last:

@@ -179,6 +179,7 @@ class MaskRCNN(tv_mask_rcnn.MaskRCNN):
         if not torch.jit.is_scripting():
             _check_static_images(images, len(self.transform.image_mean))
         num_images, _, height, width = images.shape
+        padded = image_sizes is not None
         if image_sizes is None:  # made on the device: no host-to-device copy (CUDA graphs)
             image_sizes = torch.full((num_images, 2), height, dtype=torch.int64, device=images.device)
             image_sizes[:, 1] = width
@@ -186,6 +187,12 @@ class MaskRCNN(tv_mask_rcnn.MaskRCNN):
             raise ValueError(f"image_sizes is on {image_sizes.device} but images is on {images.device}")
         # As the transform normalises, from buffers already on the device (no host-to-device copy).
         x = (images - self._static_mean.to(images.dtype)) / self._static_std.to(images.dtype)
+        if padded:
+            # The transform pads after normalising: zeros outside each image, whatever the
+            # caller's canvas holds there (a zero-padded canvas normalises to -mean / std).
+            rows = torch.arange(height, device=x.device)[None, :, None] < image_sizes[:, 0, None, None]
+            cols = torch.arange(width, device=x.device)[None, None, :] < image_sizes[:, 1, None, None]
+            x = x.masked_fill(~(rows & cols)[:, None], 0.0)
         shapes = [(height, width)] * num_images
         features = self.backbone(x)
         feature_maps = list(features.values())
