@@ -46,13 +46,13 @@ def _checkpoint_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
 
 
-_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+_PRECISIONS = ("bf16", "fp16", "fp32")  # fastmask.models.inference.PRECISIONS' names (torch not imported to parse)
 
 
 def _inference_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("fast inference (fastmask.models.optimize_for_inference; either flag applies it, "
                                   "which also folds the batch norms into the convolutions)")
-    g.add_argument("--precision", choices=sorted(_PRECISIONS), default=None,
+    g.add_argument("--precision", choices=_PRECISIONS, default=None,
                    help="the networks' precision; boxes, scores, NMS and masks stay float32 (default: the model "
                    "as loaded, float32, not optimised)")
     g.add_argument("--channels-last", action="store_true", help="channels_last convolutions")
@@ -62,12 +62,11 @@ def _optimized(model, args: argparse.Namespace):
     """``model`` through optimize_for_inference (in place) if --precision or --channels-last asks."""
     if args.precision is None and not args.channels_last:
         return model
-    import torch
-
     from .models import optimize_for_inference
+    from .models.inference import PRECISIONS
 
-    dtype = getattr(torch, _PRECISIONS[args.precision or "fp32"])
-    return optimize_for_inference(model, dtype=dtype, channels_last=args.channels_last, inplace=True)
+    return optimize_for_inference(model, dtype=PRECISIONS[args.precision or "fp32"], channels_last=args.channels_last,
+                                  inplace=True)
 
 
 def _load(args: argparse.Namespace):
@@ -279,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="the network's input size, multiples of 32 (default: a square of the model's max_size, "
                    "rounded up to a multiple of 32)")
-    p.add_argument("--precision", choices=sorted(_PRECISIONS), default=None,
+    p.add_argument("--precision", choices=_PRECISIONS, default=None,
                    help="run the networks in this precision (optimize_for_inference: batch norms folded; boxes, "
                    "scores, NMS and masks stay float32); default: the model as loaded")
     p.add_argument("--paste", action="store_true",

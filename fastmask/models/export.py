@@ -9,14 +9,11 @@ from torch import Tensor, nn
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
 from .. import __version__
-from .inference import optimize_for_inference
+from .inference import PRECISIONS, optimize_for_inference
 from .mask_rcnn import MaskRCNN
 from ._components import paste_masks_in_image
 
 __all__ = ["StaticMaskRCNN", "export_program", "export_static"]
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 class StaticMaskRCNN(nn.Module):
     """The module that is exported: ``forward_static`` of ``model`` on uint8 images.
@@ -46,16 +43,17 @@ class StaticMaskRCNN(nn.Module):
 
 def _check(model: nn.Module, batch: int, size: Sequence[int], precision: Optional[str]) -> None:
     if not isinstance(model, MaskRCNN):
-        kind = "a torchvision model: wrap it with fastmask.patch_torchvision" if isinstance(model, GeneralizedRCNN) \
-            else type(model).__name__
+        kind = ("a torchvision model: load its state_dict into fastmask's (e.g. fastmask.models."
+                "maskrcnn_resnet50_fpn), which has forward_static" if isinstance(model, GeneralizedRCNN)
+                else type(model).__name__)
         raise TypeError(f"model must be a fastmask MaskRCNN (it has forward_static), got {kind}")
     if int(batch) < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     if len(size) != 2 or any(int(s) <= 0 or int(s) % 32 for s in size):
         raise ValueError(f"size must be (height, width), positive multiples of 32 (the FPN's stride), "
                          f"got {tuple(size)}")
-    if precision is not None and precision not in _DTYPES:
-        raise ValueError(f"precision must be one of {sorted(_DTYPES)} or None, got {precision!r}")
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)} or None, got {precision!r}")
 
 
 def export_program(model: MaskRCNN, batch: int, size: Sequence[int], precision: Optional[str] = None,
@@ -67,7 +65,7 @@ def export_program(model: MaskRCNN, batch: int, size: Sequence[int], precision: 
     _check(model, batch, size, precision)
     model = copy.deepcopy(model).eval()
     if precision is not None:
-        model = optimize_for_inference(model, dtype=_DTYPES[precision], channels_last=False, inplace=True)
+        model = optimize_for_inference(model, dtype=PRECISIONS[precision], channels_last=False, inplace=True)
     device = next(model.parameters()).device
     height, width = int(size[0]), int(size[1])
     images = torch.zeros(int(batch), 3, height, width, dtype=torch.uint8, device=device)

@@ -16,7 +16,8 @@ from . import _components as components
 
 __all__ = ["optimize_for_inference", "fold_conv_batchnorm"]
 
-_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# The precisions by their command-line names (fastmask.cli, export).
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # torchvision's ResNet blocks and stem: each (conv, norm) pair runs back to back in their forward.
 _BLOCK_PAIRS: Dict[type, Tuple[Tuple[str, str], ...]] = {
@@ -227,7 +228,7 @@ def optimize_for_inference(model: GeneralizedRCNN, dtype: torch.dtype = torch.bf
     if not isinstance(model, GeneralizedRCNN):
         raise TypeError("model must be a fastmask MaskRCNN or a torchvision GeneralizedRCNN (Faster/Mask/Keypoint "
                         f"R-CNN), got {type(model).__name__}")
-    if dtype not in _DTYPES:
+    if dtype not in PRECISIONS.values():
         raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
     low_precision = dtype != torch.float32
     if low_precision:
