@@ -32,5 +32,6 @@ if [ "$status" -eq 5 ]; then echo "pytest: no tests were collected for this sele
 echo "== slow tests (-m slow: fastmask export compiles with AOTInductor, which needs the C++ compiler)"
 (cd tests && FASTMASK_EXPECT_INSTALLED=1 ../.venv-wheel/bin/pytest -p no:cacheprovider -q -rs -m slow)
 
-echo "== C++ (libtorch) build and ctest"
-FASTMASK_CMAKE_CUDA=OFF bash scripts/cpp_test.sh .venv/bin/python  # CPU-only is enough here
+echo "== C++ (libtorch) build and ctest (with a package exported by the installed wheel, run from C++)"
+FASTMASK_CMAKE_CUDA=OFF FASTMASK_EXPORT_PYTHON=.venv-wheel/bin/python \
+  bash scripts/cpp_test.sh .venv/bin/python  # CPU-only is enough here
