@@ -21,6 +21,7 @@
 
 #include "roi_align_cpu.h"
 #include "roi_align_geometry.h"
+#include "roi_align_taps.h"
 
 namespace fastmask {
 namespace {
@@ -33,23 +34,6 @@ struct RoITaps {
   std::vector<AxisTap<A>> y_taps, x_taps;
   std::vector<int32_t> y_begin, x_begin;
 };
-
-template <typename A>
-void axis_taps(A start, A bin, int64_t grid, int64_t pooled, int64_t size,
-               std::vector<AxisTap<A>>& taps, std::vector<int32_t>& begin) {
-  taps.clear();
-  begin.assign(pooled + 1, 0);
-  for (int64_t p = 0; p < pooled; ++p) {
-    begin[p] = static_cast<int32_t>(taps.size());
-    int64_t first, last;
-    sample_range(start, p, bin, grid, size, first, last);
-    for (int64_t i = first; i < last; ++i) {
-      AxisTap<A> tap;
-      if (axis_tap(sample_coordinate(start, p, bin, i, grid), size, tap)) taps.push_back(tap);
-    }
-  }
-  begin[pooled] = static_cast<int32_t>(taps.size());
-}
 
 template <typename A>
 std::vector<RoITaps<A>> roi_taps(const RoIAlignParams& p) {

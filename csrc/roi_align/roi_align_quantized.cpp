@@ -14,27 +14,10 @@
 #include <limits>
 #include <vector>
 
-#include "roi_align_geometry.h"
+#include "roi_align_taps.h"
 
 namespace fastmask {
 namespace {
-
-// The taps of every sample of every bin along one axis that fall on the map, bin by bin.
-void quantized_axis_taps(float start, float bin, int64_t grid, int64_t pooled, int64_t size,
-                         std::vector<AxisTap<float>>& taps, std::vector<int64_t>& begin) {
-  taps.clear();
-  begin.assign(pooled + 1, 0);
-  for (int64_t p = 0; p < pooled; ++p) {
-    begin[p] = static_cast<int64_t>(taps.size());
-    int64_t first, last;
-    sample_range(start, p, bin, grid, size, first, last);  // samples off the map weigh nothing
-    for (int64_t i = first; i < last; ++i) {
-      AxisTap<float> tap;
-      if (axis_tap(sample_coordinate(start, p, bin, i, grid), size, tap)) taps.push_back(tap);
-    }
-  }
-  begin[pooled] = static_cast<int64_t>(taps.size());
-}
 
 template <typename Q>
 void roi_align_quantized_kernel(const at::Tensor& input, const std::vector<float>& boxes, float spatial_scale,
@@ -57,13 +40,13 @@ void roi_align_quantized_kernel(const at::Tensor& input, const std::vector<float
 
   at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
     std::vector<AxisTap<float>> y_taps, x_taps;
-    std::vector<int64_t> y_begin, x_begin;
+    std::vector<int32_t> y_begin, x_begin;
     for (int64_t k = begin; k < end; ++k) {
       const float* roi = boxes.data() + 5 * k;
       const RoIGeometry<float> g = roi_geometry<float>(roi, spatial_scale, pooled_height, pooled_width,
                                                        sampling_ratio, aligned, /*batch_size=*/1);
-      quantized_axis_taps(g.start_h, g.bin_h, g.grid_h, pooled_height, height, y_taps, y_begin);
-      quantized_axis_taps(g.start_w, g.bin_w, g.grid_w, pooled_width, width, x_taps, x_begin);
+      axis_taps(g.start_h, g.bin_h, g.grid_h, pooled_height, height, y_taps, y_begin);
+      axis_taps(g.start_w, g.bin_w, g.grid_w, pooled_width, width, x_taps, x_begin);
       for (int64_t c = 0; c < channels; ++c) {
         const raw_t* plane = features + c * height * width;
         raw_t* out_plane = out + (k * channels + c) * pooled_height * pooled_width;
