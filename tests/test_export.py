@@ -112,6 +112,23 @@ def test_exported_program_with_pasted_masks_equals_eager(model):
         assert torch.equal(out[key], ref[key]), key
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_exported_low_precision_program_equals_optimized_eager(model, precision):
+    # --precision exports optimize_for_inference's model: networks in bf16/fp16, boxes, scores and
+    # masks still float32. Not compiled, so exact.
+    from fastmask.models.inference import PRECISIONS, optimize_for_inference
+
+    images, image_sizes = inputs()
+    program = export_program(model, 2, (128, 128), precision=precision)
+    fast = optimize_for_inference(model, PRECISIONS[precision], channels_last=False)
+    with torch.no_grad():
+        out = program.module()(images, image_sizes)
+        ref = StaticMaskRCNN(fast)(images, image_sizes)
+    assert out["boxes"].dtype == out["scores"].dtype == out["masks"].dtype == torch.float32
+    for key in ("boxes", "scores", "labels", "masks", "valid"):
+        assert torch.equal(out[key], ref[key]), key
+
+
 def test_export_arguments_are_checked(model):
     with pytest.raises(ValueError, match="multiples of 32"):
         export_static(model, 1, (100, 128))
