@@ -48,7 +48,10 @@ def _checkpoint_args(parser: argparse.ArgumentParser, package: bool = False) -> 
                             help="instead of --checkpoint: a package from 'fastmask export' (runs on the device it "
                             "was exported for; images resized and quantised to uint8 as the package needs)")
     parser.add_argument("--arch", default=None, help="for a torchvision state_dict: its ResNet (default resnet50)")
-    parser.add_argument("--device", default="cpu")
+    if package:
+        parser.add_argument("--device", default=None, help="default: cpu; a --package's own device")
+    else:
+        parser.add_argument("--device", default="cpu")
 
 
 _PRECISIONS = ("bf16", "fp16", "fp32")  # fastmask.models.inference.PRECISIONS' names (torch not imported to parse)
@@ -88,13 +91,14 @@ def _load(args: argparse.Namespace):
         from .models import export
 
         model = export.load_package(args.package)
-        if args.device != "cpu" and model.device != torch.device(args.device):
+        if args.device is not None and model.device != torch.device(args.device):
             raise SystemExit(f"fastmask: the package runs on {model.device} (the device it was exported for), "
                              f"not --device {args.device}")
         args.device = str(model.device)
         return model, {"num_classes": int(model.metadata["num_classes"])}
     from .engine import load_checkpoint
 
+    args.device = args.device or "cpu"
     model, config, _ = load_checkpoint(args.checkpoint, {"arch": args.arch} if args.arch else None)
     return _optimized(model.to(args.device).eval(), args), config
 

@@ -159,4 +159,6 @@ def test_cli_evaluate_and_predict_with_package(model, tmp_path, monkeypatch):
     assert main(["evaluate", "--package", "m.pt2", "--num-images", "3", "--json", str(tmp_path / "m.json")]) == 0
     assert main(["predict", "--package", "m.pt2", "--num-images", "1", "--out", str(tmp_path / "pred")]) == 0
     assert loaded == ["m.pt2", "m.pt2"]
+    with pytest.raises(SystemExit, match="runs on cpu"):
+        main(["evaluate", "--package", "m.pt2", "--device", "meta"])
     assert (tmp_path / "m.json").exists() and (tmp_path / "pred" / "shapes-0000.png").exists()
