@@ -84,7 +84,7 @@ def _load(args: argparse.Namespace):
         given = [flag for flag, value in (("--arch", args.arch), ("--precision", args.precision),
                                           ("--channels-last", args.channels_last)) if value]
         if given:
-            raise SystemExit(f"fastmask: {', '.join(given)} apply to --checkpoint; a --package runs as it was "
+            raise SystemExit(f"fastmask: {', '.join(given)}: for --checkpoint only; a --package runs as it was "
                              "exported (fastmask export --precision ...)")
         import torch
 
