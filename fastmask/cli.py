@@ -39,11 +39,19 @@ def _model_kwargs(pairs: List[str]) -> Dict[str, Any]:
     return kwargs
 
 
-def _checkpoint_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True,
+def _checkpoint_args(parser: argparse.ArgumentParser, package: bool = False) -> None:
+    source = parser.add_mutually_exclusive_group(required=True) if package else parser
+    source.add_argument("--checkpoint", required=not package,
                         help="a fastmask checkpoint, or a torchvision Mask R-CNN state_dict (.pth)")
+    if package:
+        source.add_argument("--package", metavar="PT2",
+                            help="instead of --checkpoint: a package from 'fastmask export' (runs on the device it "
+                            "was exported for; images resized and quantised to uint8 as the package needs)")
     parser.add_argument("--arch", default=None, help="for a torchvision state_dict: its ResNet (default resnet50)")
-    parser.add_argument("--device", default="cpu")
+    if package:
+        parser.add_argument("--device", default=None, help="default: cpu; a --package's own device")
+    else:
+        parser.add_argument("--device", default="cpu")
 
 
 _PRECISIONS = ("bf16", "fp16", "fp32")  # fastmask.models.inference.PRECISIONS' names (torch not imported to parse)
@@ -70,8 +78,27 @@ def _optimized(model, args: argparse.Namespace):
 
 
 def _load(args: argparse.Namespace):
+    """The model and its config: the checkpoint's, or ``--package``'s ``PackagedMaskRCNN`` (a
+    config of its ``num_classes``)."""
+    if getattr(args, "package", None):
+        given = [flag for flag, value in (("--arch", args.arch), ("--precision", args.precision),
+                                          ("--channels-last", args.channels_last)) if value]
+        if given:
+            raise SystemExit(f"fastmask: {', '.join(given)}: for --checkpoint only; a --package runs as it was "
+                             "exported (fastmask export --precision ...)")
+        import torch
+
+        from .models import export
+
+        model = export.load_package(args.package)
+        if args.device is not None and model.device != torch.device(args.device):
+            raise SystemExit(f"fastmask: the package runs on {model.device} (the device it was exported for), "
+                             f"not --device {args.device}")
+        args.device = str(model.device)
+        return model, {"num_classes": int(model.metadata["num_classes"])}
     from .engine import load_checkpoint
 
+    args.device = args.device or "cpu"
     model, config, _ = load_checkpoint(args.checkpoint, {"arch": args.arch} if args.arch else None)
     return _optimized(model.to(args.device).eval(), args), config
 
@@ -234,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="COCO box and mask AP (pycocotools)")
-    _checkpoint_args(p)
+    _checkpoint_args(p, package=True)
     _data_args(p, num_images=64, seed=1)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--json", help="also write the metrics here")
@@ -243,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="write PNG overlays of predicted masks and boxes")
-    _checkpoint_args(p)
+    _checkpoint_args(p, package=True)
     p.add_argument("images", nargs="*", help="image files (default: synthetic shapes)")
     p.add_argument("--out", default="predictions", help="output folder (default %(default)s)")
     p.add_argument("--score-threshold", type=float, default=0.5)

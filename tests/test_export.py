@@ -11,7 +11,7 @@ import torch
 from fastmask.cli import main
 from fastmask.engine import save_checkpoint
 from fastmask.models import maskrcnn_resnet_fpn
-from fastmask.models.export import StaticMaskRCNN, export_program, export_static
+from fastmask.models.export import StaticMaskRCNN, export_program, export_static, load_package
 
 
 def has_cxx_compiler() -> bool:
@@ -95,6 +95,17 @@ def test_exported_package_runs_without_model_code_and_matches_eager(model, tmp_p
     torch.testing.assert_close(out["masks"], ref["masks"], rtol=0, atol=1e-3)
     # The padded image's boxes are clipped to its 96 rows.
     assert float(out["boxes"][1, :, 3].max()) <= 96
+
+    # The same package as the eager model (load_package: tests/test_export_package.py tests it
+    # exactly around the uncompiled program), within the rounding above.
+    images = [images[0].float() / 255, images[1, :, :96].float() / 255]
+    with torch.no_grad():
+        ref = model(images)
+    for o, r in zip(load_package(package)(images), ref):
+        assert torch.equal(o["labels"], r["labels"])
+        torch.testing.assert_close(o["boxes"], r["boxes"], rtol=0, atol=1e-3)
+        torch.testing.assert_close(o["scores"], r["scores"], rtol=0, atol=1e-5)
+        torch.testing.assert_close(o["masks"], r["masks"], rtol=0, atol=1e-3)
 
 
 def test_exported_program_with_pasted_masks_equals_eager(model):
