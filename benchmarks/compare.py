@@ -73,7 +73,7 @@ class Row:
     fastmask_gbs: Optional[float] = None  # CUDA, memory-bound cases: Case.bytes / fastmask time
     copy_fraction: Optional[float] = None  # fastmask_gbs / the measured copy bandwidth
     error: Optional[str] = None  # the case raised: times are NaN
-    # Case.versus: the other fastmask row (its op and workload) and its fastmask time / this one's
+    # Case.versus: the other fastmask row ("op: workload"), its fastmask time, and that over this one's
     versus: Optional[str] = None
     versus_ms: Optional[float] = None
     versus_speedup: Optional[float] = None
@@ -486,15 +486,18 @@ def model_cases(device, export=False):
         images = [torch.rand(3, 480, 640, generator=g).to(device), torch.rand(3, 600, 800, generator=g).to(device)]
         work = "2 images 480x640 + 600x800, random weights, box_score_thresh=0"
 
+        def torchvision_cpu():  # one object: consecutive cases share its result and time
+            return models()[0](images)
+
         def torchvision_autocast_cpu():
             # torchvision's own fast path on the same layout and precision.
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return torchvision_channels_last()(images)
 
-        cases = [Case(MODEL, work, lambda: models()[0](images), lambda: models()[1](images), detections_differ),
-                 Case(f"{MODEL} (fastmask channels_last)", work, lambda: models()[0](images),
+        cases = [Case(MODEL, work, torchvision_cpu, lambda: models()[1](images), detections_differ),
+                 Case(f"{MODEL} (fastmask channels_last)", work, torchvision_cpu,
                       lambda: models()[2](images), detections_differ),
-                 Case(FAST_PATH, f"{work}, vs torchvision float32", lambda: models()[0](images),
+                 Case(FAST_PATH, f"{work}, vs torchvision float32", torchvision_cpu,
                       lambda: fast_model(torch.bfloat16)(images), detections_differ),
                  Case(FAST_PATH, f"{work}, vs torchvision channels_last + bf16 autocast", torchvision_autocast_cpu,
                       lambda: fast_model(torch.bfloat16)(images), detections_differ)]
@@ -766,7 +769,7 @@ def versus_table(rows: List[Row]) -> str:
     if not rows:
         return ""
     lines = ["", "fastmask against fastmask, same inputs, same run (e.g. the exported package against eager "
-             "forward_static):", "", "| op | workload | fastmask ms | versus (op, workload) | its ms | speed-up |",
+             "forward_static):", "", "| op | workload | fastmask ms | versus (op: workload) | its ms | speed-up |",
              "|---|---|---:|---|---:|---:|"]
     for r in rows:
         lines.append(f"| {r.op} | {r.workload} | {r.fastmask_ms:.2f} | {r.versus} | {r.versus_ms:.2f} | "
@@ -849,7 +852,7 @@ def main(argv=None) -> int:
             row = Row(case.op, case.workload, t_tv, t_fm, t_tv / t_fm, diff)
             measured[id(case)] = t_fm
             if case.versus is not None and id(case.versus) in measured:
-                row.versus = f"{case.versus.op} | {case.versus.workload}"
+                row.versus = f"{case.versus.op}: {case.versus.workload}"
                 row.versus_ms = measured[id(case.versus)]
                 row.versus_speedup = row.versus_ms / t_fm
             if copy_gbs and case.bytes is not None:

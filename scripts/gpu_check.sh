@@ -374,7 +374,7 @@ for r in rows:
     if r["op"].startswith("Mask R-CNN"):
         print(f"  {r['speedup']:.2f}x  {r['op']}: {r['workload']}")
         if r.get("versus_speedup"):
-            print(f"         and {r['versus_speedup']:.2f}x {r['versus']}")
+            print(f"         ({r['versus_speedup']:.2f}x over {r['versus']})")
 failed = [r for r in data["rows"] if r.get("error")]
 if failed:
     print(f"  {len(failed)} benchmark case(s) FAILED: " + "; ".join(f"{r['op']}: {r['error'][:60]}" for r in failed))
