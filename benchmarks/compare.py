@@ -11,24 +11,33 @@ seconds spent timing one side of a case (at least 3 runs). On CUDA the table als
 fastmask's achieved bandwidth where an op is bound by memory traffic: the fewest bytes it must
 move (each input read once, each output written once) over its time, as a fraction of a large
 device-to-device copy measured at the start. The model rows on CUDA are eager inference at
-batch 1 and 8, and forward_static (plus mask pasting) replayed from a CUDA graph in float32
-and bfloat16 (torchvision in eager mode, under bfloat16 autocast for the bfloat16 row; fastmask's
-bfloat16 model is fastmask.models.optimize_for_inference's). On the CPU the fast-path rows run
-optimize_for_inference (bf16 networks, channels_last, batch norms folded; boxes, scores, NMS and
-pasting in float32) against torchvision's float32 model and against torchvision's model in
-channels_last under bfloat16 autocast.
+batch 1 and 8, and forward_static (plus mask pasting) replayed from a CUDA graph in float32,
+bfloat16 and float16 (torchvision in eager mode, under bfloat16 / float16 autocast for those rows;
+fastmask's bf16/fp16 models are fastmask.models.optimize_for_inference's). On the CPU the
+fast-path rows run optimize_for_inference (bf16 networks, channels_last, batch norms folded;
+boxes, scores, NMS and pasting in float32) against torchvision's float32 model and against
+torchvision's model in channels_last under bfloat16 autocast; then, on one static workload
+(uint8 images in a padded canvas), eager forward_static + pasting (StaticMaskRCNN) in float32
+and the fast path, each followed by the package fastmask.models.export.export_static compiles
+from it (torch.export + AOTInductor), with the package's speed-up over the eager row in a second
+table. --export adds the package rows on CUDA too (batch 8; off by default there: each package
+compiles for minutes); --no-export leaves them out on the CPU. Packages are compiled once and
+cached in benchmarks/.cache/ (gitignored), keyed by torch, fastmask's sources, the weights,
+shapes, precision and machine.
 A case that raises is reported and skipped; the exit status is then 1.
 """
 import argparse
 import copy
 import datetime
 import functools
+import hashlib
 import json
 import math
 import os
 import platform
 import subprocess
 import sys
+import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Callable, List, Optional
@@ -45,6 +54,8 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform as T
 import fastmask
 from fastmask.engine.bench import cuda_graph, detections_differ, model_pair, time_ms
 from fastmask.models import optimize_for_inference
+from fastmask.models.inference import PRECISIONS
+from fastmask.models.export import StaticMaskRCNN, export_static
 from fastmask.ops import (AnchorGenerator, BoxCoder, GeneralizedRCNNTransform, MultiScaleRoIAlign, batched_nms,
                           generate_proposals, multi_image_nms, nms, paste_masks_in_image, resize_bilinear, roi_align)
 
@@ -62,6 +73,10 @@ class Row:
     fastmask_gbs: Optional[float] = None  # CUDA, memory-bound cases: Case.bytes / fastmask time
     copy_fraction: Optional[float] = None  # fastmask_gbs / the measured copy bandwidth
     error: Optional[str] = None  # the case raised: times are NaN
+    # Case.versus: the other fastmask row ("op: workload"), its fastmask time, and that over this one's
+    versus: Optional[str] = None
+    versus_ms: Optional[float] = None
+    versus_speedup: Optional[float] = None
 
 
 @dataclass
@@ -75,6 +90,10 @@ class Case:
     # fastmask result -> the fewest bytes fastmask's op must move (inputs read once, outputs
     # written once); None where the op is not bound by memory traffic (NMS, proposals, the model)
     bytes: Optional[Callable[[object], int]] = None
+    # Another case of the same run whose fastmask side this one's is also compared with (the
+    # exported package against eager forward_static, on the same inputs): its fastmask time over
+    # this case's is reported beside the table.
+    versus: Optional["Case"] = None
 
 
 def nbytes(*tensors) -> int:
@@ -400,14 +419,38 @@ def resize_cases(device):
     return cases
 
 
-FAST_PATH = "Mask R-CNN R50-FPN inference (fastmask fast path: optimize_for_inference, bf16, channels_last)"
+MODEL = "Mask R-CNN R50-FPN inference"
+PRECISION_NAMES = {dtype: name for name, dtype in PRECISIONS.items()}  # torch.bfloat16 -> "bf16"
 
 
-@builds("Mask R-CNN R50-FPN inference", "Mask R-CNN R50-FPN inference (fastmask channels_last)", FAST_PATH)
-def model_cases(device):
+def fast_path_op(dtype: torch.dtype) -> str:
+    return f"{MODEL} (fastmask fast path: optimize_for_inference, {PRECISION_NAMES[dtype]}, channels_last)"
+
+
+FAST_PATH = fast_path_op(torch.bfloat16)
+EXPORTED = "Mask R-CNN R50-FPN exported (fastmask export_static: torch.export + AOTInductor package)"
+
+
+def static_images(sizes, canvas_hw, device, seed):
+    """Random uint8 images of ``sizes`` [(h, w)] at the top left of a zero canvas [B, 3, H, W] (as
+    the caller of forward_static or of an exported package pads them), their sizes [B, 2], and the
+    same images as float tensors in [0, 1] for torchvision's forward. The sizes are the network's
+    input size (short side 800, long side <= 1333), which torchvision's transform keeps as they
+    are, so both networks see the same pixels."""
+    g = torch.Generator().manual_seed(seed)
+    canvas = torch.zeros(len(sizes), 3, *canvas_hw, dtype=torch.uint8)
+    for b, (h, w) in enumerate(sizes):
+        canvas[b, :, :h, :w] = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+    images = [(canvas[b, :, :h, :w].float() / 255).to(device) for b, (h, w) in enumerate(sizes)]
+    return canvas.to(device), torch.tensor(sizes, device=device), images
+
+
+@builds(MODEL, f"{MODEL} (fastmask channels_last)", FAST_PATH, fast_path_op(torch.float16), EXPORTED)
+def model_cases(device, export=False):
     # End to end: torchvision's maskrcnn_resnet50_fpn against fastmask's, the same random weights,
     # eval mode. box_score_thresh=0 keeps every detection (random weights score ~1/91), so the box
-    # NMS and the mask head do full work.
+    # NMS and the mask head do full work. `export`: also the exported package's rows (compiled on
+    # first use; cached by exported_package).
     @functools.lru_cache(maxsize=None)
     def models():
         # Built on first use (the untimed reference call), not when --op leaves these rows out.
@@ -417,9 +460,21 @@ def model_cases(device):
         return reference, ours, copy.deepcopy(ours).to(memory_format=torch.channels_last)
 
     @functools.lru_cache(maxsize=None)
-    def fast_model():
-        # Networks in bf16, batch norms folded, channels_last; boxes, scores, NMS and pasting float32.
-        return optimize_for_inference(models()[1], torch.bfloat16, channels_last=True)
+    def fast_model(dtype):
+        # Networks in dtype, batch norms folded, channels_last; boxes, scores, NMS and pasting float32.
+        return optimize_for_inference(models()[1], dtype, channels_last=True)
+
+    @functools.lru_cache(maxsize=None)
+    def static_model(dtype):
+        # What an exported package runs (uint8 in, normalised inside, masks pasted), eagerly.
+        return StaticMaskRCNN(models()[1] if dtype == torch.float32 else fast_model(dtype), paste=True).eval()
+
+    @functools.lru_cache(maxsize=None)
+    def package(dtype, batch, size):
+        # float32: exported as loaded, as static_model(float32) runs; else export_static's precision
+        # (batch norms folded, networks in dtype), as fast_model.
+        precision = None if dtype == torch.float32 else PRECISION_NAMES[dtype]
+        return torch._inductor.aoti_load_package(exported_package(models()[1], batch, size, precision, device))
 
     @functools.lru_cache(maxsize=None)
     def torchvision_channels_last():
@@ -431,46 +486,167 @@ def model_cases(device):
         images = [torch.rand(3, 480, 640, generator=g).to(device), torch.rand(3, 600, 800, generator=g).to(device)]
         work = "2 images 480x640 + 600x800, random weights, box_score_thresh=0"
 
+        def torchvision_cpu():  # one object: consecutive cases share its result and time
+            return models()[0](images)
+
         def torchvision_autocast_cpu():
             # torchvision's own fast path on the same layout and precision.
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return torchvision_channels_last()(images)
 
-        return [Case("Mask R-CNN R50-FPN inference", work, lambda: models()[0](images), lambda: models()[1](images),
-                     detections_differ),
-                Case("Mask R-CNN R50-FPN inference (fastmask channels_last)", work, lambda: models()[0](images),
-                     lambda: models()[2](images), detections_differ),
-                Case(FAST_PATH, f"{work}, vs torchvision float32", lambda: models()[0](images),
-                     lambda: fast_model()(images), detections_differ),
-                Case(FAST_PATH, f"{work}, vs torchvision channels_last + bf16 autocast", torchvision_autocast_cpu,
-                     lambda: fast_model()(images), detections_differ)]
+        cases = [Case(MODEL, work, torchvision_cpu, lambda: models()[1](images), detections_differ),
+                 Case(f"{MODEL} (fastmask channels_last)", work, torchvision_cpu,
+                      lambda: models()[2](images), detections_differ),
+                 Case(FAST_PATH, f"{work}, vs torchvision float32", torchvision_cpu,
+                      lambda: fast_model(torch.bfloat16)(images), detections_differ),
+                 Case(FAST_PATH, f"{work}, vs torchvision channels_last + bf16 autocast", torchvision_autocast_cpu,
+                      lambda: fast_model(torch.bfloat16)(images), detections_differ)]
+
+        # The same work at static shapes: what the transform makes of the images above (about
+        # 800x1066, padded to 800x1088) as one uint8 canvas, for forward_static and the package.
+        canvas, image_sizes, static_list = static_images([(800, 1066), (800, 1000)], (800, 1088), device, seed=6)
+        static_work = ("2 images 800x1066 + 800x1000 (not resized) in a 2x3x800x1088 uint8 canvas, random weights, "
+                       "box_score_thresh=0")
+
+        def torchvision_static():
+            return models()[0](static_list)
+
+        def torchvision_static_autocast():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return torchvision_channels_last()(static_list)
+
+        for dtype, reference, versus in (
+                (torch.float32, torchvision_static, "torchvision float32"),
+                (torch.bfloat16, torchvision_static_autocast, "torchvision channels_last + bf16 autocast")):
+            name = PRECISION_NAMES[dtype]
+            eager = Case(MODEL if dtype == torch.float32 else fast_path_op(dtype),
+                         f"{static_work}, fastmask forward_static + paste, eager, {name} (vs {versus})", reference,
+                         lambda d=dtype: static_model(d)(canvas, image_sizes), static_detections_differ)
+            cases.append(eager)
+            if export:
+                cases.append(Case(EXPORTED, f"{static_work}, package {name}{export_options(device)} (vs {versus})",
+                                  reference, lambda d=dtype: package(d, 2, (800, 1088))(canvas, image_sizes),
+                                  static_detections_differ, versus=eager))
+        return cases
 
     cases = []
     for batch in (1, 8):
         # Images at the network's input size (800 x 1216: torchvision's transform keeps it), so
         # forward_static sees what forward sees after its transform.
-        images = [torch.rand(3, 800, 1216, generator=g).to(device) for _ in range(batch)]
+        canvas, image_sizes, images = static_images([(800, 1216)] * batch, (800, 1216), device, seed=batch)
+        stacked = torch.stack(images)
         work = f"{batch} image(s) 800x1216, random weights, box_score_thresh=0"
 
         def torchvision_eager(images=images):
             return models()[0](images)
 
-        def torchvision_autocast(images=images):
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                return models()[0](images)
+        def torchvision_autocast(dtype, images=images):
+            def run():
+                with torch.autocast("cuda", dtype=dtype):
+                    return models()[0](images)
+            return run
 
-        cases.append(Case("Mask R-CNN R50-FPN inference", f"{work}, eager", torchvision_eager,
+        cases.append(Case(MODEL, f"{work}, eager", torchvision_eager,
                           lambda images=images: models()[1](images), detections_differ))
-        for dtype, reference, versus in ((torch.float32, torchvision_eager, "torchvision eager"),
-                                         (torch.bfloat16, torchvision_autocast, "torchvision eager, bf16 autocast")):
-            dt = str(dtype).replace("torch.", "")
-            name = "Mask R-CNN R50-FPN inference" if dtype == torch.float32 else FAST_PATH
-            cases.append(Case(name, f"{work}, fastmask forward_static + paste, CUDA graph, {dt} (vs {versus})",
-                              reference,
-                              static_inference(lambda d=dtype: models()[1] if d == torch.float32 else fast_model(),
-                                               torch.stack(images)),
-                              static_detections_differ))
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            name = PRECISION_NAMES[dtype]
+            if dtype == torch.float32:
+                op, reference, versus = MODEL, torchvision_eager, "torchvision eager"
+            else:
+                op, reference = fast_path_op(dtype), torchvision_autocast(dtype)
+                versus = f"torchvision eager, {name} autocast"
+            graph = Case(op, f"{work}, fastmask forward_static + paste, CUDA graph, {name} (vs {versus})", reference,
+                         static_inference(lambda d=dtype: models()[1] if d == torch.float32 else fast_model(d),
+                                          stacked),
+                         static_detections_differ)
+            cases.append(graph)
+            if export and batch == 8:
+                # Compiling a package takes minutes: the larger batch only. Called as it is (the
+                # package launches its kernels from C++), not captured in a CUDA graph.
+                cases.append(Case(EXPORTED, f"{work}, package {name}{export_options(device)} (vs {versus})", reference,
+                                  lambda d=dtype, c=canvas, s=image_sizes: package(d, len(c), (800, 1216))(c, s),
+                                  static_detections_differ, versus=graph))
     return cases
+
+
+def export_options(device: torch.device) -> str:
+    """EXPORT_CONFIGS for ``device`` as workload text: "", or ", freezing=True"."""
+    return "".join(f", {k}={v}" for k, v in EXPORT_CONFIGS.get(device.type, {}).items())
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        h.update(name.encode())
+        h.update(value.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def fastmask_digest() -> str:
+    """sha256 of the fastmask package's Python sources and compiled extension: what an exported
+    package is traced from and calls."""
+    root = os.path.dirname(os.path.abspath(fastmask.__file__))
+    h = hashlib.sha256()
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
+        for name in sorted(f for f in files if f.endswith((".py", ".so"))):
+            path = os.path.join(folder, name)
+            h.update(os.path.relpath(path, root).encode())
+            with open(path, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()
+
+
+def machine_key(device: torch.device) -> str:
+    """What a package is compiled for: the GPU, or the CPU's instruction set (-march=native)."""
+    if device.type == "cuda":
+        return "%s sm_%d%d" % (torch.cuda.get_device_name(device), *torch.cuda.get_device_capability(device))
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        pass
+    return f"{torch.backends.cpu.get_cpu_capability()} {hashlib.sha256(flags.encode()).hexdigest()[:12]}"
+
+
+CACHE = os.path.join(HERE, ".cache")
+# export_static's inductor_configs per device type. CPU: freezing (weights as constants: oneDNN
+# prepacks the convolutions and fuses their activations and additions); see benchmarks/NOTES.md.
+EXPORT_CONFIGS = {"cpu": {"freezing": True}}
+COMPILE_SECONDS = {}  # package file name -> seconds its compilation took in this run (for the JSON)
+
+
+def exported_package(model: torch.nn.Module, batch: int, size, precision: Optional[str], device: torch.device) -> str:
+    """The path of ``export_static(model, batch, size, precision, paste=True)`` with
+    EXPORT_CONFIGS for ``device``, compiled on first use and then kept under benchmarks/.cache/
+    (gitignored), keyed by all it depends on: torch, torchvision, fastmask's sources and
+    extension, the weights, the shapes, the precision, the options, the machine and the
+    compiler's environment."""
+    key = {"torch": torch.__version__, "torchvision": torchvision.__version__, "fastmask": fastmask_digest(),
+           "weights": weights_digest(model), "batch": batch, "size": list(size), "precision": precision,
+           "paste": True, "machine": machine_key(device), "inductor_configs": EXPORT_CONFIGS.get(device.type, {}),
+           "environment": {k: v for k, v in os.environ.items() if k.startswith(("TORCHINDUCTOR_", "AOT_INDUCTOR_"))
+                           or k == "ATEN_CPU_CAPABILITY"}}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    name = f"maskrcnn_r50_fpn-{device.type}-{precision or 'as-loaded'}-{batch}x{size[0]}x{size[1]}-{digest}.pt2"
+    path = os.path.join(CACHE, name)
+    if os.path.exists(path):
+        print(f"\nexported package: {path} (cached)", file=sys.stderr, flush=True)
+        return path
+    os.makedirs(CACHE, exist_ok=True)
+    with open(os.path.join(CACHE, ".gitignore"), "w") as f:
+        f.write("*\n")
+    print(f"\ncompiling {name} (torch.export + AOTInductor: minutes on a few cores; once, then cached "
+          f"in {CACHE})", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    partial = path[: -len(".pt2")] + ".partial.pt2"  # AOTInductor wants the .pt2 suffix
+    export_static(model, batch, size, precision, paste=True, path=partial,
+                  inductor_configs=EXPORT_CONFIGS.get(device.type, {}))
+    os.replace(partial, path)
+    COMPILE_SECONDS[name] = time.perf_counter() - start
+    print(f"compiled {name} in {COMPILE_SECONDS[name]:.0f} s", file=sys.stderr, flush=True)
+    return path
 
 
 def static_inference(model: Callable[[], torch.nn.Module], images: torch.Tensor) -> Callable[[], object]:
@@ -495,27 +671,32 @@ def static_inference(model: Callable[[], torch.nn.Module], images: torch.Tensor)
 
 
 def static_detections_differ(reference, ours) -> float:
-    """detections_differ on the valid rows of forward_static's outputs (compared in float32)."""
-    out, _ = ours
+    """detections_differ on the valid rows of forward_static's outputs (compared in float32):
+    ``ours`` is its dict (StaticMaskRCNN, an exported package) or (that dict, pasted masks)."""
+    out = ours[0] if isinstance(ours, tuple) else ours
     valid = out["valid"]
     rows = [{key: out[key][b][valid[b]] for key in ("boxes", "scores", "labels")} for b in range(len(valid))]
     as_float = [[{k: v.float() if v.is_floating_point() else v for k, v in d.items()} for d in ds] for ds in (reference, rows)]
     return detections_differ(*as_float)
 
 
-def all_cases(device: torch.device, op: str = "") -> List[Case]:
-    """Every case (on CUDA more dtypes and sizes), or those whose op name contains `op`."""
+def all_cases(device: torch.device, op: str = "", export: Optional[bool] = None) -> List[Case]:
+    """Every case (on CUDA more dtypes and sizes), or those whose op name contains `op`; the
+    model's first (the headline rows: a time-boxed run keeps them). ``export``: the exported
+    package's rows too (default: on the CPU; on CUDA their compilation costs minutes)."""
     def wanted(builder):
         return any(op.lower() in name.lower() for name in builder.ops)
 
     dtypes = (torch.float32, torch.bfloat16) if device.type == "cuda" else (torch.float32,)
     cases = []
+    if wanted(model_cases):
+        cases += model_cases(device, device.type == "cpu" if export is None else export)
     if wanted(roi_align_cases):
         for dtype in dtypes:
             cases += roi_align_cases(device, dtype, False) + roi_align_cases(device, dtype, True)
     if wanted(multiscale_cases):
         cases += multiscale_cases(device, torch.float32)
-    for builder in (nms_cases, rpn_cases, resize_cases, model_cases):
+    for builder in (nms_cases, rpn_cases, resize_cases):
         if wanted(builder):
             cases += builder(device)
     return [c for c in cases if op.lower() in c.op.lower()]
@@ -581,6 +762,21 @@ def table(rows: List[Row], bandwidth: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def versus_table(rows: List[Row]) -> str:
+    """fastmask against fastmask (Case.versus: the exported package against eager forward_static),
+    the same inputs in the same run; empty if no row has one."""
+    rows = [r for r in rows if r.versus_speedup]
+    if not rows:
+        return ""
+    lines = ["", "fastmask against fastmask, same inputs, same run (e.g. the exported package against eager "
+             "forward_static):", "", "| op | workload | fastmask ms | versus (op: workload) | its ms | speed-up |",
+             "|---|---|---:|---|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r.op} | {r.workload} | {r.fastmask_ms:.2f} | {r.versus} | {r.versus_ms:.2f} | "
+                     f"{r.versus_speedup:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -590,6 +786,9 @@ def main(argv=None) -> int:
     parser.add_argument("--case-budget-s", type=float, default=None,
                         help="stop timing one side of a case after this many seconds (at least 3 runs)")
     parser.add_argument("--out", default=os.path.join(HERE, "results"), help="folder for the table, raw numbers and plot")
+    parser.add_argument("--export", action=argparse.BooleanOptionalAction, default=None,
+                        help="the exported package's Mask R-CNN rows (default: on for the CPU, off for CUDA; "
+                             "each package compiles for minutes the first time, then is cached in benchmarks/.cache/)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     repeats = args.repeats or (50 if device.type == "cuda" else 5)
@@ -598,7 +797,7 @@ def main(argv=None) -> int:
     if copy_gbs:
         print(f"device-to-device copy: {copy_gbs:.0f} GB/s (bytes read + written)", flush=True)
 
-    cases = all_cases(device, args.op)
+    cases = all_cases(device, args.op, args.export)
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
@@ -615,6 +814,7 @@ def main(argv=None) -> int:
         "warmup": warmup,
         "case_budget_s": args.case_budget_s,
         "copy_gbs": copy_gbs,
+        "export_compile_s": COMPILE_SECONDS,  # packages compiled in this run (not those found cached)
     }
     title = f"{meta['device']} | torch {meta['torch']} | fastmask {meta['fastmask_commit']} | {meta['date']}"
     os.makedirs(args.out, exist_ok=True)
@@ -630,11 +830,12 @@ def main(argv=None) -> int:
                     "detections differ."
                     + (f" GB/s: the fewest bytes the op must move over fastmask's time, and its fraction of a "
                        f"device-to-device copy ({copy_gbs:.0f} GB/s here)." if copy_gbs else "")
-                    + f"\n\n{table(rows, copy_gbs is not None)}")
+                    + f"\n\n{table(rows, copy_gbs is not None)}{versus_table(rows)}")
         with open(stem + ".json", "w") as f:
             json.dump({"meta": meta, "rows": [asdict(r) for r in rows]}, f, indent=2)
 
     rows, baseline = [], (None, None, None)  # (torchvision callable, its result, its time)
+    measured = {}  # id(case) -> its fastmask time, for Case.versus
     for case in tqdm(cases, desc="benchmarking", unit="case", file=sys.stderr):
         try:
             with torch.no_grad() if "backward" not in case.op else torch.enable_grad():
@@ -649,6 +850,11 @@ def main(argv=None) -> int:
                 diff = (case.compare or max_abs_diff)(ref, ours)
                 t_fm = time_ms(case.fastmask, device, repeats, warmup, args.case_budget_s)
             row = Row(case.op, case.workload, t_tv, t_fm, t_tv / t_fm, diff)
+            measured[id(case)] = t_fm
+            if case.versus is not None and id(case.versus) in measured:
+                row.versus = f"{case.versus.op}: {case.versus.workload}"
+                row.versus_ms = measured[id(case.versus)]
+                row.versus_speedup = row.versus_ms / t_fm
             if copy_gbs and case.bytes is not None:
                 row.fastmask_gbs = case.bytes(ours) / (t_fm * 1e-3) / 1e9
                 row.copy_fraction = row.fastmask_gbs / copy_gbs
@@ -659,7 +865,7 @@ def main(argv=None) -> int:
         rows.append(row)
         write(rows)
 
-    print(f"\n{title}\n\n{table(rows, copy_gbs is not None)}")
+    print(f"\n{title}\n\n{table(rows, copy_gbs is not None)}{versus_table(rows)}")
     if any(not r.error for r in rows):
         plot([r for r in rows if not r.error], stem + ".png", title)
     print(f"wrote {stem}.md, .json, .png")

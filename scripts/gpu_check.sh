@@ -31,9 +31,12 @@
 #                    smoke      scripts/cuda_smoke.py: every fastmask kernel once, no sanitizer
 #                    memcheck, racecheck, synccheck   compute-sanitizer on scripts/cuda_smoke.py,
 #                               fastmask's kernels only (--kernel-name kns=fastmask)
-#   bench       95+  benchmarks/compare.py --device cuda: every op and the model (batch 1 and 8;
-#                    eager, and forward_static in a CUDA graph in float32 and bfloat16); it gets
-#                    whatever is left of the total, so time the build did not need goes to it
+#   bench       95+  benchmarks/compare.py --device cuda: the model first (batch 1 and 8; eager,
+#                    and forward_static in a CUDA graph in float32, bfloat16 and float16), then
+#                    every op; it gets whatever is left of the total, so time the build did not
+#                    need goes to it (a run cut short keeps the rows it measured).
+#                    GPU_CHECK_BENCH_ARGS adds arguments, e.g. "--export" for the exported
+#                    package's rows (batch 8, three AOTInductor compiles: minutes, so not by default)
 #   total       470
 #
 # CPU mode (no GPU, or --mode cpu; CI runs it so, after scripts/test.sh, so that this script and
@@ -332,7 +335,8 @@ checks() {
 bench() {
   local t=$SECONDS
   if [ "$MODE" = gpu ]; then
-    run_stage bench "$TOTAL_BUDGET" "$PYTHON" benchmarks/compare.py --device cuda --repeats 20 --warmup 3 --case-budget-s 1.5 --out "$OUT/bench"
+    # shellcheck disable=SC2086  # GPU_CHECK_BENCH_ARGS: words to split
+    run_stage bench "$TOTAL_BUDGET" "$PYTHON" benchmarks/compare.py --device cuda --repeats 20 --warmup 3 --case-budget-s 1.5 --out "$OUT/bench" ${GPU_CHECK_BENCH_ARGS:-}
   else
     run_stage bench 120 "$PYTHON" benchmarks/compare.py --device cpu --op resize_bilinear --repeats 2 --warmup 1 --out "$OUT/bench"
   fi
@@ -369,6 +373,8 @@ if ops:
 for r in rows:
     if r["op"].startswith("Mask R-CNN"):
         print(f"  {r['speedup']:.2f}x  {r['op']}: {r['workload']}")
+        if r.get("versus_speedup"):
+            print(f"         ({r['versus_speedup']:.2f}x over {r['versus']})")
 failed = [r for r in data["rows"] if r.get("error")]
 if failed:
     print(f"  {len(failed)} benchmark case(s) FAILED: " + "; ".join(f"{r['op']}: {r['error'][:60]}" for r in failed))

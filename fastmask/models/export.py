@@ -2,7 +2,7 @@
 AOTInductor): runs with ``import fastmask`` (which registers the ops) and
 ``torch._inductor.aoti_load_package``, without fastmask's or torchvision's model code."""
 import copy
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -94,7 +94,8 @@ def package_metadata(model: MaskRCNN, batch: int, size: Sequence[int], precision
 
 
 def export_static(model: MaskRCNN, batch: int, size: Sequence[int], precision: Optional[str] = None,
-                  paste: bool = False, path: str = "model.pt2") -> str:
+                  paste: bool = False, path: str = "model.pt2",
+                  inductor_configs: Optional[Dict[str, Any]] = None) -> str:
     """``export_program`` compiled by AOTInductor into the package ``path`` (a ``.pt2`` file) for
     ``model``'s device; returns ``path``. Needs a C++ compiler (and nvcc for CUDA).
 
@@ -111,11 +112,17 @@ def export_static(model: MaskRCNN, batch: int, size: Sequence[int], precision: O
     Inductor fuses and reorders the networks' arithmetic. Measured on the test model (ResNet-18,
     128 x 128, random weights, 5 inputs, AVX-512 and ATen's default kernels): boxes within 3e-4
     pixels, scores within 2e-6, 28 x 28 and pasted masks within 2e-4, labels and valid equal.
-    With ``precision="bf16"`` the masks differed by up to 0.04 (bf16 rounding in the mask head)."""
+    With ``precision="bf16"`` the masks differed by up to 0.04 (bf16 rounding in the mask head).
+
+    ``inductor_configs``: more Inductor options for the compilation (``torch._inductor.config``
+    names), e.g. ``{"freezing": True}``: the weights become constants, so on the CPU Inductor
+    prepacks the convolutions' weights for oneDNN and fuses their activations and additions
+    (it compiles under ``torch.no_grad()``, which freezing needs)."""
     program = export_program(model, batch, size, precision, paste)
     metadata = package_metadata(model, batch, size, precision, paste)
-    return torch._inductor.aoti_compile_and_package(program, package_path=path,
-                                                   inductor_configs={"aot_inductor.metadata": metadata})
+    with torch.no_grad():
+        configs = {**(inductor_configs or {}), "aot_inductor.metadata": metadata}
+        return torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=configs)
 
 
 def _quantize(image: Tensor) -> Tensor:
