@@ -65,6 +65,7 @@ RUNNER = textwrap.dedent("""
     metadata = runner.get_metadata()
     assert metadata["images"] == "uint8[2, 3, 128, 128]", metadata
     assert metadata["outputs"] == "boxes,scores,labels,masks,valid", metadata
+    assert metadata["freezing"] == "True", metadata
     loaded = sorted(m for m in sys.modules if m.startswith(("torchvision", "fastmask.models", "fastmask.engine")))
     assert not loaded, loaded
     torch.save(out, outputs)
@@ -77,7 +78,8 @@ RUNNER = textwrap.dedent("""
 def test_exported_package_runs_without_model_code_and_matches_eager(model, tmp_path):
     checkpoint, package = str(tmp_path / "checkpoint.pth"), str(tmp_path / "model.pt2")
     save_checkpoint(checkpoint, model, CONFIG)
-    assert main(["export", "--checkpoint", checkpoint, "--out", package, "--batch", "2", "--size", "128", "128"]) == 0
+    assert main(["export", "--checkpoint", checkpoint, "--out", package, "--batch", "2", "--size", "128", "128",
+                 "--freeze"]) == 0  # frozen here; the C++ ctest runs an unfrozen package
     images, image_sizes = inputs()
     torch.save((images, image_sizes), tmp_path / "inputs.pt")
     subprocess.run([sys.executable, "-c", RUNNER, package, str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
@@ -156,11 +158,14 @@ def test_cli_export_default_size_holds_any_resized_image(tmp_path, monkeypatch, 
     import fastmask.models.export
 
     calls = []
-    monkeypatch.setattr(fastmask.models.export, "export_static", lambda *args: calls.append(args) or args[-1])
+    monkeypatch.setattr(fastmask.models.export, "export_static",
+                        lambda *args, **kwargs: calls.append((args, kwargs)) or args[-1])
     config = {**CONFIG, "kwargs": {**CONFIG["kwargs"], "min_size": 64, "max_size": max_size}}
     checkpoint = str(tmp_path / "checkpoint.pth")
     save_checkpoint(checkpoint, maskrcnn_resnet_fpn("resnet18", num_classes=4, **config["kwargs"]), config)
     assert main(["export", "--checkpoint", checkpoint, "--out", str(tmp_path / "m.pt2"), "--precision", "bf16",
                  "--paste"]) == 0
-    (model, batch, size, precision, paste, path), = calls
+    assert main(["export", "--checkpoint", checkpoint, "--out", str(tmp_path / "m.pt2"), "--freeze"]) == 0
+    ((model, batch, size, precision, paste, path), kwargs), (frozen_args, frozen_kwargs) = calls
     assert (batch, list(size), precision, paste, path) == (1, [side, side], "bf16", True, str(tmp_path / "m.pt2"))
+    assert kwargs == {"inductor_configs": None} and frozen_kwargs == {"inductor_configs": {"freezing": True}}

@@ -121,7 +121,8 @@ def export_static(model: MaskRCNN, batch: int, size: Sequence[int], precision: O
     program = export_program(model, batch, size, precision, paste)
     metadata = package_metadata(model, batch, size, precision, paste)
     with torch.no_grad():
-        configs = {**(inductor_configs or {}), "aot_inductor.metadata": metadata}
+        configs = {**(inductor_configs or {}), "aot_inductor.metadata":
+                   {**metadata, "freezing": str(bool((inductor_configs or {}).get("freezing", False)))}}
         return torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=configs)
 
 
