@@ -77,6 +77,11 @@ def _optimized(model, args: argparse.Namespace):
                                   inplace=True)
 
 
+def _same_device(a, b) -> bool:
+    """Whether torch devices ``a`` and ``b`` may be the same one: "cuda" matches "cuda:0"."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
 def _load(args: argparse.Namespace):
     """The model and its config: the checkpoint's, or ``--package``'s ``PackagedMaskRCNN`` (a
     config of its ``num_classes``)."""
@@ -91,7 +96,7 @@ def _load(args: argparse.Namespace):
         from .models import export
 
         model = export.load_package(args.package)
-        if args.device is not None and model.device != torch.device(args.device):
+        if args.device is not None and not _same_device(torch.device(args.device), model.device):
             raise SystemExit(f"fastmask: the package runs on {model.device} (the device it was exported for), "
                              f"not --device {args.device}")
         args.device = str(model.device)

@@ -162,3 +162,25 @@ def test_cli_evaluate_and_predict_with_package(model, tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="runs on cpu"):
         main(["evaluate", "--package", "m.pt2", "--device", "meta"])
     assert (tmp_path / "m.json").exists() and (tmp_path / "pred" / "shapes-0000.png").exists()
+
+
+def test_cli_package_device_check():
+    from fastmask.cli import _same_device
+
+    cuda, cuda0, cuda1, cpu = (torch.device(d) for d in ("cuda", "cuda:0", "cuda:1", "cpu"))
+    assert _same_device(cuda, cuda0) and _same_device(cuda0, cuda) and _same_device(cpu, cpu)
+    assert not _same_device(cuda0, cuda1) and not _same_device(cpu, cuda0)
+
+
+@pytest.mark.parametrize("kwargs", [{"min_size": (96, 128), "max_size": 160}, {"min_size": 64, "max_size": 100},
+                                    {"fixed_size": (120, 90)}])
+def test_packaged_model_resizes_as_the_transform(kwargs):
+    # The sizes the package resizes images to are the eval transform's (its last min_size,
+    # max_size, fixed_size), read back from the metadata.
+    model = maskrcnn_resnet_fpn("resnet18", weights_backbone=None, num_classes=4, **kwargs).eval()
+    package = PackagedMaskRCNN(None, package_metadata(model, 1, (256, 256)))
+    g = torch.Generator().manual_seed(7)
+    images = [torch.rand(3, h, w, generator=g) for h, w in ((100, 200), (300, 90), (128, 128), (37, 41))]
+    with torch.no_grad():
+        expected = model.transform(images)[0].image_sizes
+    assert [resized for _, resized in package._sizes(images)] == [tuple(s) for s in expected]

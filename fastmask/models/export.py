@@ -121,8 +121,10 @@ def export_static(model: MaskRCNN, batch: int, size: Sequence[int], precision: O
     program = export_program(model, batch, size, precision, paste)
     metadata = package_metadata(model, batch, size, precision, paste)
     with torch.no_grad():
-        configs = {**(inductor_configs or {}), "aot_inductor.metadata":
-                   {**metadata, "freezing": str(bool((inductor_configs or {}).get("freezing", False)))}}
+        configs = dict(inductor_configs or {})
+        # The caller's metadata entries are kept beside fastmask's (which PackagedMaskRCNN reads).
+        configs["aot_inductor.metadata"] = {**configs.get("aot_inductor.metadata", {}), **metadata,
+                                            "freezing": str(bool(configs.get("freezing", False)))}
         return torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=configs)
 
 
@@ -149,9 +151,13 @@ class PackagedMaskRCNN:
     postprocess does. Uses no model code (fastmask's or torchvision's), only these ops.
 
     Outputs equal the eager model's for images that need no resizing and hold multiples of 1/255
-    (up to the compiled package's float32 rounding); otherwise the transform resizes the
-    normalised float image while this resizes, then quantises, the [0, 1] image (up to 0.5 / 255
-    per pixel apart). A package exported with ``paste=True`` holds masks pasted into the canvas:
+    (up to the compiled package's float32 rounding) when the eager batch is padded to the same
+    canvas (a batch holding an image as large as the canvas, or a transform whose ``canvas_size``
+    is the package's size): the package always runs on its whole canvas, and the features of the
+    padding reach into the image through the convolutions and its anchors compete in the top-k,
+    so detections depend on the padding (in the eager model, on the batch's largest image; here,
+    on nothing but the image). With resizing, the transform resizes the normalised float image
+    while this resizes, then quantises, the [0, 1] image (up to 0.5 / 255 per pixel apart). A package exported with ``paste=True`` holds masks pasted into the canvas:
     they are cropped for images that need no resizing, and an image that does is a ``ValueError``.
 
     ``runner``: ``(images, image_sizes) -> dict``, e.g. ``torch._inductor.aoti_load_package(path)``
@@ -245,4 +251,9 @@ def load_package(path: str) -> PackagedMaskRCNN:
     """The package ``path`` (``export_static``, ``fastmask export``) as a ``PackagedMaskRCNN``,
     on the device it was exported for."""
     runner = torch._inductor.aoti_load_package(path)
-    return PackagedMaskRCNN(runner, runner.get_metadata())
+    metadata = runner.get_metadata()
+    device = torch.device(metadata.get("device", "cpu"))
+    if device.type == "cuda" and device.index is not None and device.index != torch.cuda.current_device():
+        # Loaded for the current device by default: load it again for the one its inputs go to.
+        runner = torch._inductor.aoti_load_package(path, device_index=device.index)
+    return PackagedMaskRCNN(runner, metadata)
