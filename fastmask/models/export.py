@@ -157,8 +157,9 @@ class PackagedMaskRCNN:
     padding reach into the image through the convolutions and its anchors compete in the top-k,
     so detections depend on the padding (in the eager model, on the batch's largest image; here,
     on nothing but the image). With resizing, the transform resizes the normalised float image
-    while this resizes, then quantises, the [0, 1] image (up to 0.5 / 255 per pixel apart). A package exported with ``paste=True`` holds masks pasted into the canvas:
-    they are cropped for images that need no resizing, and an image that does is a ``ValueError``.
+    while this resizes, then quantises, the [0, 1] image (up to 0.5 / 255 per pixel apart). A
+    package exported with ``paste=True`` holds masks pasted into the canvas: they are cropped for
+    images that need no resizing, and an image that does is a ``ValueError``.
 
     ``runner``: ``(images, image_sizes) -> dict``, e.g. ``torch._inductor.aoti_load_package(path)``
     or ``export_program(...).module()``; ``metadata``: ``package_metadata``'s dict.
@@ -167,9 +168,8 @@ class PackagedMaskRCNN:
     training = False
 
     def __init__(self, runner, metadata: Dict[str, str]):
-        missing = [k for k in ("batch", "height", "width", "min_size", "max_size", "fixed_size", "paste", "device",
-                                              "num_classes")
-                   if k not in metadata]
+        needed = ("batch", "height", "width", "min_size", "max_size", "fixed_size", "paste", "device", "num_classes")
+        missing = [k for k in needed if k not in metadata]
         if missing:
             raise ValueError(f"the package's metadata lacks {missing} (needed to preprocess images): export it "
                              "again with this fastmask's export_static / fastmask export")
@@ -222,16 +222,15 @@ class PackagedMaskRCNN:
         for start in range(0, len(images), self.batch):
             chunk = range(start, min(start + self.batch, len(images)))
             canvas = torch.zeros(self.batch, 3, *self.canvas, dtype=torch.uint8, device=self.device)
-            # Blank images fill a last partial batch; their outputs are dropped.
-            image_sizes = torch.tensor([self.canvas] * self.batch, dtype=torch.int64, device=self.device)
             for slot, i in enumerate(chunk):
                 original, (h, w) = sizes[i]
                 image = images[i].to(self.device, torch.float32)
                 if (h, w) != original:
                     image = resize_bilinear(image[None], (h, w))[0]
                 canvas[slot, :, :h, :w] = _quantize(image)
-                image_sizes[slot, 0], image_sizes[slot, 1] = h, w
-            out = self.runner(canvas, image_sizes)
+            # Blank canvas-sized images fill a last partial batch; their outputs are dropped.
+            resized = [sizes[i][1] for i in chunk] + [self.canvas] * (self.batch - len(chunk))
+            out = self.runner(canvas, torch.tensor(resized, dtype=torch.int64, device=self.device))
             for slot, i in enumerate(chunk):
                 original, resized = sizes[i]
                 keep = out["valid"][slot]
