@@ -1,9 +1,8 @@
 // The `fastmask` operator library: every schema in one place. Backends add
-// kernels with TORCH_LIBRARY_IMPL next to their code.
-#include <torch/library.h>
+// kernels with STABLE_TORCH_LIBRARY_IMPL next to their code.
+#include <torch/csrc/stable/library.h>
 
-
-TORCH_LIBRARY(fastmask, m) {
+STABLE_TORCH_LIBRARY(fastmask, m) {
   // `deterministic` only selects the backward kernel (CUDA); it is an argument
   // of the forward op so that autograd can hand it to the backward.
   m.def(

@@ -1,23 +1,32 @@
-"""Loads fastmask._C and turns the ways it can fail into clear, actionable errors.
+"""Loads fastmask's op libraries and turns the ways that can fail into clear, actionable errors.
 
-`import fastmask` never fails because of the compiled part: a missing or mismatched `_C` is
-recorded, and the error is raised when an op is called (`require_extension`). What the build
-targeted is read from `_build_info.py` (written by setup.py) *before* `_C` is loaded, so an
-extension built for another torch is never loaded at all.
+The kernels live in two shared libraries built against PyTorch's stable ABI, so they load under
+every torch from `torch_target` (2.11) on: fastmask/lib/libfastmask_ops.so (schemas, CPU and
+quantized CPU kernels) and fastmask/lib/libfastmask_ops_cuda.so (CUDA kernels, for one CUDA major
+version). fastmask._C (pybind11, built per CPython) loads them and reports how they were built.
+
+`import fastmask` never fails because of the compiled part: a missing or unloadable library is
+recorded, and the error is raised when an op is called (`require_extension`). The CUDA library
+is loaded only where it can work (a CUDA build of torch with the same CUDA major version);
+otherwise CUDA calls raise an error that says which build to install, and the CPU kernels work.
 """
 import importlib
+import os
 from typing import Optional, Tuple
 
 import torch
 
 REBUILD = "pip install --no-build-isolation --force-reinstall --no-deps -e .  (from the source tree)"
+LIBRARY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib")
 
 
 class FastmaskBuildError(ImportError):
-    """The compiled kernels are missing, built for another torch, or lack this GPU's architecture."""
+    """The compiled kernels are missing, cannot load under this torch, or lack this GPU's architecture."""
 
 
-_state = {"ext": None, "error": None}
+# ext: fastmask._C once the CPU op library is loaded; error: why not. cuda_error: why CUDA calls
+# cannot run (None when the CUDA op library is loaded).
+_state = {"ext": None, "error": None, "cuda_error": None}
 
 
 def build_info():
@@ -27,51 +36,91 @@ def build_info():
         return None
 
 
-def torch_release(version: str) -> str:
-    return ".".join(version.split("+")[0].split(".")[:2])
+def release(version: str) -> Tuple[int, int]:
+    """(major, minor) of a version string such as "2.14.1+cu130"."""
+    major, minor = version.split("+")[0].split(".")[:2]
+    return int(major), int(minor)
 
 
-def _mismatch(built: str, running: str) -> FastmaskBuildError:
-    return FastmaskBuildError(
-        f"fastmask: this fastmask was built for torch {built}, but torch {running} is running. A compiled "
-        f"extension only works with the torch release it was built against. Install the fastmask wheel "
-        f"built for torch {torch_release(running)} (its version ends in +torch{torch_release(running)}...), "
-        f"or rebuild: {REBUILD}"
-    )
+def torch_target() -> str:
+    info = build_info()
+    return info.torch_target if info is not None else "2.11"
+
+
+def library_path(name: str) -> str:
+    return os.path.join(LIBRARY_DIR, name + ".so")
 
 
 def load_extension():
-    """Imports fastmask._C, or raises FastmaskBuildError saying what is wrong and what to do."""
-    info = build_info()
-    if info is not None and torch_release(info.torch_version) != torch_release(torch.__version__):
-        raise _mismatch(info.torch_version, torch.__version__)
+    """Imports fastmask._C and loads the CPU op library, or raises FastmaskBuildError saying
+    what is wrong and what to do."""
+    target = torch_target()
+    if release(torch.__version__) < release(target):
+        raise FastmaskBuildError(
+            f"fastmask: torch {torch.__version__} is too old. fastmask's kernels use PyTorch's stable ABI and "
+            f"need torch {target} or newer: pip install -U 'torch>={target}'"
+        )
     try:
         ext = importlib.import_module("fastmask._C")
     except ImportError as exc:
-        msg = str(exc)
-        if "undefined symbol" in msg:
-            hint = (
-                f"fastmask._C does not match the torch running now ({torch.__version__}): it was most likely "
-                f"built against another PyTorch. Rebuild: {REBUILD}"
-            )
-        else:
-            hint = (
-                "fastmask._C is not built. From the source tree run:\n"
-                "    pip install --no-build-isolation -e .\n"
-                "(or bash scripts/setup.sh to create the project venv first)"
-            )
-        raise FastmaskBuildError(f"fastmask: cannot load the compiled kernels: {msg}\n{hint}") from exc
-    if torch_release(ext.torch_version) != torch_release(torch.__version__):
-        raise _mismatch(ext.torch_version, torch.__version__)
+        raise FastmaskBuildError(
+            f"fastmask: cannot load fastmask._C: {exc}\nfastmask is not built (or was built for another Python). "
+            "From the source tree run:\n    pip install --no-build-isolation -e .\n"
+            "(or bash scripts/setup.sh to create the project venv first)"
+        ) from exc
+    try:
+        ext.load_library(library_path("libfastmask_ops"))
+    except ImportError as exc:
+        raise FastmaskBuildError(
+            f"fastmask: cannot load its op library: {exc}\nReinstall fastmask, or rebuild it: {REBUILD}"
+        ) from exc
     return ext
 
 
+def cuda_major(version: Optional[str]) -> Optional[int]:
+    return int(version.split(".")[0]) if version else None
+
+
+def wheel_for_cuda(major: int) -> str:
+    """The fastmask build to install for a torch built with CUDA `major`."""
+    default = "the default fastmask wheel (pip install fastmask)"
+    info = build_info()
+    base = info.version.split("+")[0] if info is not None else "0.1.0"
+    return default + " (CUDA 13)" if major == 13 else f"fastmask's CUDA {major} build (version {base}+cu{major})"
+
+
+def load_cuda(ext) -> Optional[str]:
+    """Loads the CUDA op library where it can work. Returns None when it is loaded, else the
+    reason, which CUDA calls then raise."""
+    if not ext.with_cuda:
+        return cpu_only_message()
+    torch_cuda = cuda_major(torch.version.cuda)
+    if torch_cuda is None:
+        return (f"fastmask: torch {torch.__version__} is a CPU-only build, so it has no CUDA; install a CUDA build "
+                "of torch to run fastmask's CUDA kernels")
+    built = cuda_major(ext.cuda_version)
+    if torch_cuda != built:
+        return (
+            f"fastmask: this fastmask's CUDA kernels were built for CUDA {built} ({ext.cuda_version}), but torch "
+            f"{torch.__version__} uses CUDA {torch.version.cuda}, and one process cannot mix the two CUDA runtimes. "
+            f"Install {wheel_for_cuda(torch_cuda)}, or a torch built for CUDA {built}. (fastmask's CPU kernels "
+            "work as they are.)"
+        )
+    try:
+        ext.load_library(library_path("libfastmask_ops_cuda"))
+    except ImportError as exc:
+        return f"fastmask: cannot load its CUDA op library: {exc}\nReinstall fastmask, or rebuild it: {REBUILD}"
+    return None
+
+
 def load() -> Optional[object]:
-    """Called once by `import fastmask`: loads the extension or records why it cannot."""
+    """Called once by `import fastmask`: loads the op libraries or records why it cannot."""
     try:
         _state["ext"] = load_extension()
     except FastmaskBuildError as exc:
         _state["error"] = exc
+        return None
+    _state["cuda_error"] = load_cuda(_state["ext"])
     return _state["ext"]
 
 
@@ -119,8 +168,8 @@ def check_device(device: torch.device) -> None:
     ext = require_extension()
     if device.type != "cuda":
         return
-    if not ext.with_cuda:
-        raise FastmaskBuildError(cpu_only_message())
+    if _state["cuda_error"] is not None:
+        raise FastmaskBuildError(_state["cuda_error"])
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index not in _checked_devices:
         capability = torch.cuda.get_device_capability(index)
@@ -128,8 +177,8 @@ def check_device(device: torch.device) -> None:
         _checked_devices[index] = None if ok else FastmaskBuildError(
             f"fastmask: no kernels for this GPU: {torch.cuda.get_device_name(index)} is sm_{capability[0]}{capability[1]}, "
             f"and this fastmask carries machine code for {ext.cuda_archs} with no PTX it could be compiled from. "
-            f"Install a wheel built for it, or rebuild with TORCH_CUDA_ARCH_LIST=\"{capability[0]}.{capability[1]}\": "
-            f"{REBUILD}"
+            f"Install a fastmask build that covers it, or rebuild with "
+            f"TORCH_CUDA_ARCH_LIST=\"{capability[0]}.{capability[1]}\": {REBUILD}"
         )
     if _checked_devices[index] is not None:
         raise _checked_devices[index]

@@ -39,18 +39,19 @@ def collect() -> dict:
         built = _loader.build_info()
         if built is not None:
             info["fastmask build"] = (
-                f"{built.version} (torch {built.torch_version}, CUDA {built.cuda_version}, archs {built.cuda_archs})"
+                f"{built.version} (built with torch {built.built_with_torch} for torch >= {built.torch_target}, "
+                f"CUDA {built.cuda_version}, archs {built.cuda_archs})"
             )
         ext = _loader.require_extension()
+        cuda_error = _loader._state["cuda_error"]
         info.update(
             {
                 "fastmask": fastmask.__version__,
                 "fastmask location": os.path.dirname(fastmask.__file__),
-                "fastmask built against torch": ext.torch_version,
-                "fastmask CUDA kernels": ext.with_cuda,
+                "fastmask runs on torch >=": ext.torch_target,
+                "fastmask CUDA kernels": "loaded" if cuda_error is None else f"not loaded: {cuda_error}",
                 "fastmask CUDA version": ext.cuda_version or None,
                 "fastmask CUDA archs": ext.cuda_archs or None,
-                "fastmask OpenMP": ext.openmp,
                 "fastmask ops": _registered_ops(torch),
             }
         )
@@ -61,7 +62,7 @@ def collect() -> dict:
         for i in range(torch.cuda.device_count()):
             major, minor = torch.cuda.get_device_capability(i)
             line = f"{torch.cuda.get_device_name(i)} (sm_{major}{minor})"
-            if ext is not None and ext.with_cuda:
+            if ext is not None and _loader._state["cuda_error"] is None:
                 line += ", fastmask kernels: " + _loader.arch_coverage(ext.cuda_archs, (major, minor))[1]
             info[f"GPU {i}"] = line
     return info

@@ -1,4 +1,6 @@
-"""Every CUDA kernel of fastmask, launched once at small sizes: the program compute-sanitizer runs.
+"""Every CUDA kernel of fastmask, launched once at small sizes: the program compute-sanitizer runs;
+and, with --device cpu, every op once, forward and backward (CI runs it so under a torch that has
+no torchvision release yet).
 
     python scripts/cuda_smoke.py                     # on the GPU (the CPU when there is none)
     python scripts/cuda_smoke.py --device cpu        # the same calls on the CPU kernels
@@ -99,10 +101,13 @@ def cases(g: torch.Generator) -> List[Tuple[str, Callable[[torch.device], object
     codes = torch.randn(50, 8, generator=g)
     anchors = boxes_around(50, 64, 64, g)
 
-    @case("decode_boxes, encode_boxes")
+    @case("decode_boxes, encode_boxes fwd+bwd")
     def _(device):
-        return (decode_boxes(codes.to(device), anchors.to(device), (10.0, 10.0, 5.0, 5.0)),
-                encode_boxes(anchors.to(device), anchors.flip(0).to(device), (10.0, 10.0, 5.0, 5.0)))
+        rel_codes, reference = codes.to(device).requires_grad_(), anchors.to(device).requires_grad_()
+        decoded = decode_boxes(rel_codes, reference, (10.0, 10.0, 5.0, 5.0))
+        encoded = encode_boxes(reference, anchors.flip(0).to(device), (10.0, 10.0, 5.0, 5.0))
+        grads = torch.autograd.grad((decoded.sum(), encoded.sum()), (rel_codes, reference))
+        return (decoded, encoded) + grads
 
     shapes = [(16, 20), (8, 10), (4, 5)]
     objectness = [torch.randn(2, 3, h, w, generator=g) * 3 for h, w in shapes]

@@ -224,8 +224,8 @@ build() {
   run_stage build 150 bash -c '"$0" setup.py build_ext --inplace && "$0" -m fastmask.collect_env' "$PYTHON"
   restore_pyproject
   [ "$DRY" = 1 ] || [ "$RC" -eq 125 ] && return
-  if [ "$RC" -eq 0 ] && [ "$MODE" = gpu ] && ! "$PYTHON" -c "import fastmask, sys; sys.exit(0 if fastmask._C.with_cuda else 1)"; then
-    RC=1; note="built, but fastmask._C has no CUDA kernels"
+  if [ "$RC" -eq 0 ] && [ "$MODE" = gpu ] && ! "$PYTHON" -c "import fastmask, sys; sys.exit(0 if fastmask._loader._state['cuda_error'] is None else 1)"; then
+    RC=1; note="built, but the CUDA op library did not load (python -m fastmask.collect_env says why)"
   fi
   if [ "$RC" -eq 0 ]; then record build pass "$(elapsed_since "$t")" "$note"
   elif timed_out "$RC"; then record build fail "$(elapsed_since "$t")" "timed out; $note"

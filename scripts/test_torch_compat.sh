@@ -1,50 +1,68 @@
 #!/usr/bin/env bash
-# The oldest supported torch: builds fastmask CPU-only against torch 2.11.0 and torchvision 0.26.0
-# in a venv of its own (.venv-torch2.11, kept between runs with its build folder, so a second run
-# only installs and tests), installs it there and runs the test suite against the installed
-# package, as scripts/test.sh does for torch 2.14. Extra arguments go to pytest.
-# Environment: PYTHON (the venv's interpreter, default python3), MAX_JOBS.
+# The same wheel under other torch releases: scripts/test.sh builds wheelhouse/*.whl once (against
+# torch 2.14.1); this installs that very file, with no rebuild and no compiler in reach, into a
+# venv per torch release and runs the tests there against the installed package:
+#   torch 2.11.0 + torchvision 0.26.0   the whole suite (the oldest supported torch, the GPU machine's)
+#   torch 2.15.0 (no torchvision yet)   every test that does not need torchvision, and
+#                                       scripts/cuda_smoke.py --device cpu (every op, forward and
+#                                       backward). When torchvision 0.30 is released, put it in
+#                                       TORCHVISION_2_15 below: this stage then runs the whole suite.
+#   bash scripts/test_torch_compat.sh [2.11|2.15 ...] [-- pytest arguments]
+# Venvs: .venv-torch2.11, .venv-torch2.15 (kept between runs). Environment: PYTHON (the venvs'
+# interpreter, default python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TORCH=2.11.0
-TORCHVISION=0.26.0
-VENV=.venv-torch2.11
-VPY=$VENV/bin/python
-export FASTMASK_CUDA=0  # CPU kernels only, whatever the caller exported (CI's wheel builds CUDA)
+TORCHVISION_2_11=0.26.0
+TORCHVISION_2_15=""  # no torchvision release for torch 2.15 yet
+releases=() pytest_args=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --) shift; pytest_args=("$@"); break ;;
+    *) releases+=("$1"); shift ;;
+  esac
+done
+[ ${#releases[@]} -gt 0 ] || releases=(2.11 2.15)
+wheel=$(ls wheelhouse/*.whl 2>/dev/null | head -1)
+[ -n "$wheel" ] || { echo "no wheel in wheelhouse/: run bash scripts/test.sh (or scripts/build_wheel.sh) first" >&2; exit 1; }
 
-if [ ! -x "$VPY" ]; then
-  echo "== creating $VENV with ${PYTHON:-python3}"
-  "${PYTHON:-python3}" -m venv "$VENV"
-fi
-if ! "$VPY" -c "import torch, torchvision, numpy, pytest, pycocotools, tqdm, ninja, wheel
-assert (torch.__version__.split('+')[0], torchvision.__version__.split('+')[0]) == ('$TORCH', '$TORCHVISION')" 2>/dev/null; then
-  echo "== installing torch $TORCH, torchvision $TORCHVISION and the tools into $VENV"
-  "$VPY" -m pip install --progress-bar off torch==$TORCH torchvision==$TORCHVISION \
-    numpy pytest pycocotools tqdm ninja "setuptools>=77" wheel
-fi
+stage() {  # stage RELEASE TORCH TORCHVISION
+  local release=$1 torch=$2 torchvision=$3
+  local venv=.venv-torch$release vpy=.venv-torch$release/bin/python
+  echo "== torch $torch${torchvision:+ + torchvision $torchvision}${torchvision:- (no torchvision: the tests that need it are skipped)}: $wheel"
+  [ -x "$vpy" ] || "${PYTHON:-python3}" -m venv "$venv"
+  local want="torch==$torch${torchvision:+ torchvision==$torchvision}"
+  if ! "$vpy" -c "import torch, numpy, pytest
+assert torch.__version__.split('+')[0] == '$torch'
+${torchvision:+import torchvision, pycocotools, tqdm; assert torchvision.__version__.split('+')[0] == '$torchvision'}" 2>/dev/null; then
+    # PIP_CONSTRAINT empty: a machine-wide pip constraint (a cap on torch's version) must not
+    # refuse the release under test.
+    # shellcheck disable=SC2086  # $want: one or two requirements
+    PIP_CONSTRAINT="" "$vpy" -m pip install --progress-bar off $want numpy pytest ${torchvision:+pycocotools tqdm}
+  fi
+  "$vpy" -m pip uninstall -y -q fastmask 2>/dev/null || true
+  "$vpy" -m pip install --no-deps "$wheel"
+  "$vpy" -m pip check  # the wheel's requirement (torch>=2.11) is met
+  set +e
+  # As in scripts/test.sh: from tests/, so the source tree's fastmask/ is not on sys.path, and with
+  # only the venv on PATH (no compiler, nvcc or CUDA_HOME).
+  (cd tests && env -u CUDA_HOME -u CUDA_PATH PATH="$(cd "../$venv/bin" && pwd)" FASTMASK_EXPECT_INSTALLED=1 \
+     "../$venv/bin/pytest" -p no:cacheprovider "${pytest_args[@]}")
+  local status=$?
+  set -e
+  # pytest exits 5 when a selection (-k, -m) matches no test: report it, do not fail on it.
+  if [ "$status" -eq 5 ]; then echo "pytest: no tests were collected for this selection"; status=0; fi
+  [ "$status" -eq 0 ] || exit "$status"
+  if [ -z "$torchvision" ]; then
+    echo "== torch $torch: every op once, forward and backward (scripts/cuda_smoke.py --device cpu)"
+    (cd tests && env -u CUDA_HOME -u CUDA_PATH PATH="$(cd "../$venv/bin" && pwd)" "../$venv/bin/python" \
+       ../scripts/cuda_smoke.py --device cpu)
+  fi
+}
 
-echo "== building fastmask (CPU-only) against torch $TORCH and installing it into $VENV"
-# Its own build folder (DIST_EXTRA_CONFIG: an extra setup.cfg): the objects built against torch 2.11
-# stay apart from the main build's in build/, so ninja rebuilds neither from scratch.
-printf '[build]\nbuild_base = %s/build\n' "$VENV" > "$VENV/build.cfg"
-"$VPY" -m pip uninstall -y -q fastmask 2>/dev/null || true
-if ! DIST_EXTRA_CONFIG="$VENV/build.cfg" "$VPY" -m pip install --no-build-isolation --no-deps -v . \
-    > "$VENV/build.log" 2>&1; then
-  grep -E "error|Error" "$VENV/build.log" | head -40 >&2
-  echo "fastmask: the build against torch $TORCH failed; the whole log is in $VENV/build.log" >&2
-  exit 1
-fi
-sed -n '/fastmask build configuration/,/^ *=====/p' "$VENV/build.log"
-"$VPY" -m pip check  # the installed fastmask's torch pin (torch>=2.11,<2.12) is met
-
-echo "== tests against torch $TORCH and torchvision $TORCHVISION, on the installed package"
-set +e
-# As in scripts/test.sh: from tests/, so the source tree's fastmask/ is not on sys.path, and with
-# only the venv on PATH.
-(cd tests && env -u CUDA_HOME -u CUDA_PATH PATH="$(cd "../$VENV/bin" && pwd)" FASTMASK_EXPECT_INSTALLED=1 \
-   "../$VENV/bin/pytest" -p no:cacheprovider "$@")
-status=$?
-set -e
-# pytest exits 5 when a selection (-k, -m) matches no test: report it, do not fail on it.
-if [ "$status" -eq 5 ]; then echo "pytest: no tests were collected for this selection"; status=0; fi
-exit "$status"
+for release in "${releases[@]}"; do
+  case $release in
+    2.11) stage 2.11 2.11.0 "$TORCHVISION_2_11" ;;
+    2.15) stage 2.15 2.15.0 "$TORCHVISION_2_15" ;;
+    *) echo "unknown torch release $release (2.11 or 2.15)" >&2; exit 2 ;;
+  esac
+done

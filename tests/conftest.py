@@ -3,7 +3,17 @@ import torch
 
 import fastmask  # noqa: F401  (loads the ops)
 
+try:  # optional: fastmask's ops do not need it (torchvision may have no release yet for a new torch)
+    import torchvision
+except ImportError:
+    torchvision = None
+
 HAS_CUDA = torch.cuda.is_available() and fastmask._C.with_cuda
+# Tests that need torchvision (to compare with it, or for what extends it: fastmask.models,
+# fastmask.ops.GeneralizedRCNNTransform and RegionProposalNetwork): @needs_torchvision, or for a whole
+# module pytest.importorskip("torchvision", reason=NO_TORCHVISION, exc_type=ImportError).
+NO_TORCHVISION = f"needs torchvision (it has no release for torch {torch.__version__} yet)"
+needs_torchvision = pytest.mark.skipif(torchvision is None, reason=NO_TORCHVISION)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -10,14 +10,15 @@ from typing import Dict, List, Tuple
 import pytest
 import torch
 import torch.fx
-import torchvision
 from torch import Tensor, nn
-from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 import fastmask
 from fastmask.ops import MultiScaleRoIAlign, RoIAlign, batched_nms, multi_image_nms, nms, roi_align
 
-from conftest import random_rois
+from conftest import needs_torchvision, random_rois, torchvision
+
+if torchvision is not None:  # (the tests that use them are @needs_torchvision)
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 
 def script_roundtrip(scripted):
@@ -160,6 +161,7 @@ def test_fx_trace_multiscale_roi_align(seed):
     assert module.scales == [1 / 4, 1 / 8, 1 / 16, 1 / 32]
 
 
+@needs_torchvision
 def test_fx_trace_nms_ops(seed):
     boxes, scores, idxs = random_boxes(100), torch.rand(100), torch.randint(0, 3, (100,))
     module = NmsModule(fastmask.ops)
@@ -189,6 +191,7 @@ class MultiScaleWrapper(PoolWrapper):
         self.layer(a, b, c)
 
 
+@needs_torchvision
 def test_graph_node_names():
     # torchvision's modules are leaf modules of its feature-extraction tracer; fastmask's are
     # traced into, and what they call is leaf functions only.
@@ -221,6 +224,7 @@ class Detector(nn.Module):
         return self.head(torch.cat([pooled, fpn], 1).flatten(1))
 
 
+@needs_torchvision
 def test_create_feature_extractor_matches_torchvision(seed):
     ours, theirs = Detector(fastmask.ops), Detector(torchvision.ops)
     theirs.load_state_dict(ours.state_dict())
@@ -244,6 +248,7 @@ def autocast_nms_boxes(n=1000, dtype=torch.bfloat16):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@needs_torchvision
 def test_autocast_cpu_nms_runs_in_float32(seed, dtype):
     boxes, scores = autocast_nms_boxes(dtype=dtype)
     expected = torchvision.ops.nms(boxes.float(), scores.float(), 0.5)
@@ -253,6 +258,7 @@ def test_autocast_cpu_nms_runs_in_float32(seed, dtype):
     assert keep.dtype == torch.int64 and torch.equal(keep, expected)
 
 
+@needs_torchvision
 def test_autocast_cpu_nms_repro():
     # The reported case: bf16 IoUs keep 437 boxes, float32 (and torchvision under autocast) 436.
     torch.manual_seed(0)
@@ -266,6 +272,7 @@ def test_autocast_cpu_nms_repro():
     assert not torch.equal(keep_native, keep)  # the native path is still there, and differs here
 
 
+@needs_torchvision
 def test_autocast_cpu_batched_and_multi_image_nms(seed):
     boxes, scores = autocast_nms_boxes(600)
     idxs = torch.randint(0, 4, (600,))
@@ -286,6 +293,7 @@ def test_autocast_cpu_batched_and_multi_image_nms(seed):
 @pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rois_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("aligned", [False, True])
+@needs_torchvision
 def test_autocast_cpu_roi_align_matches_torchvision(seed, x_dtype, rois_dtype, aligned):
     x = torch.rand(2, 6, 10, 10, dtype=x_dtype).permute(0, 1, 3, 2).requires_grad_()
     x_tv = x.detach().clone().requires_grad_()
@@ -301,6 +309,7 @@ def test_autocast_cpu_roi_align_matches_torchvision(seed, x_dtype, rois_dtype, a
     assert x.grad.dtype == x_dtype and torch.equal(x.grad, x_tv.grad)
 
 
+@needs_torchvision
 def test_autocast_cpu_multiscale_roi_align_matches_torchvision(seed):
     names = ["0", "1", "2", "3"]
     feats = OrderedDict((k, v.bfloat16().requires_grad_()) for k, v in fpn_features().items())
@@ -331,6 +340,7 @@ def test_autocast_keeps_float64(seed):
 @pytest.mark.cuda
 @pytest.mark.parametrize("x_dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("rois_dtype", [torch.float32, torch.float16])
+@needs_torchvision
 def test_cuda_autocast_roi_align_matches_torchvision(seed, x_dtype, rois_dtype):
     x = torch.rand(2, 6, 10, 10, dtype=x_dtype, device="cuda").permute(0, 1, 3, 2)
     rois = random_rois(8, 2, 10, 10, device="cuda").to(rois_dtype)
@@ -342,6 +352,7 @@ def test_cuda_autocast_roi_align_matches_torchvision(seed, x_dtype, rois_dtype):
 
 
 @pytest.mark.cuda
+@needs_torchvision
 def test_cuda_autocast_nms_ops(seed):
     boxes, scores = autocast_nms_boxes(dtype=torch.float16)
     boxes, scores = boxes.cuda(), scores.cuda()
@@ -357,6 +368,7 @@ def test_cuda_autocast_nms_ops(seed):
 
 
 @pytest.mark.cuda
+@needs_torchvision
 def test_cuda_autocast_multiscale_roi_align_backward(seed):
     names = ["0", "1", "2", "3"]
     feats = OrderedDict((k, v.cuda().half().requires_grad_()) for k, v in fpn_features().items())
@@ -388,6 +400,7 @@ def quantized(t, scale, zero_point, qdtype):
 @pytest.mark.parametrize("qdtype", QDTYPES)
 @pytest.mark.parametrize("scale,zero_point", [(1.0, 0), (2.0, 10), (0.1, 50), (0.37, 3)])
 @pytest.mark.parametrize("aligned", [False, True])
+@needs_torchvision
 def test_quantized_roi_align_equals_torchvision(seed, qdtype, scale, zero_point, aligned):
     x = torch.randint(50, 100, (1, 3, 10, 12)).float()
     qx = quantized(x, scale, zero_point, qdtype)
@@ -417,6 +430,7 @@ def test_quantized_roi_align_errors():
 
 @pytest.mark.parametrize("qdtype", QDTYPES)
 @pytest.mark.parametrize("scale,zero_point", [(1.0, 0), (2.0, 50), (3.0, 10), (0.25, 7)])
+@needs_torchvision
 def test_quantized_nms_equals_torchvision(seed, qdtype, scale, zero_point):
     boxes = random_boxes(1000, size=60.0)
     scores = torch.rand(1000) * 100
@@ -437,6 +451,7 @@ def test_quantized_nms_needs_quantized_scores():
 # --- API edges and error classes ------------------------------------------------------------------
 
 @pytest.mark.parametrize("boxes", [torch.empty((0,)), torch.empty((0, 4)), torch.empty((0, 4), dtype=torch.float64)])
+@needs_torchvision
 def test_batched_nms_of_no_boxes_is_empty(boxes):
     for keep in (batched_nms(boxes, None, None, None), batched_nms(boxes, torch.rand(3), torch.zeros(3), 0.5),
                  torchvision.ops.batched_nms(boxes, None, None, None)):
@@ -449,6 +464,7 @@ def test_batched_nms_of_no_boxes_is_empty(boxes):
     (torch.rand(3, 4), torch.rand(3, 2)),
     (torch.rand(3, 4), torch.rand(4)),
 ])
+@needs_torchvision
 def test_nms_argument_errors_are_torchvisions_class_too(boxes, scores):
     with pytest.raises(RuntimeError):  # torchvision's class
         torchvision.ops.nms(boxes, scores, 0.5)
@@ -474,6 +490,7 @@ def test_nms_type_and_multi_image_errors():
         nms([[0, 0, 1, 1]], torch.rand(1), 0.5)
 
 
+@needs_torchvision
 def test_roi_align_box_errors_are_assertion_errors_too():
     x = torch.linspace(1, 64, 64).reshape(1, 1, 8, 8)
     cases = [  # (boxes, fastmask's clear class, its message, whether torchvision asserts too)

@@ -8,10 +8,15 @@ import textwrap
 import pytest
 import torch
 
-from fastmask.cli import main
-from fastmask.engine import save_checkpoint
-from fastmask.models import maskrcnn_resnet_fpn
-from fastmask.models.export import StaticMaskRCNN, export_program, export_static, load_package
+from conftest import NO_TORCHVISION
+
+# fastmask.models (and so the engine, the CLI's commands, export) extends torchvision's models.
+pytest.importorskip("torchvision", reason=NO_TORCHVISION, exc_type=ImportError)
+
+from fastmask.cli import main  # noqa: E402
+from fastmask.engine import save_checkpoint  # noqa: E402
+from fastmask.models import maskrcnn_resnet_fpn  # noqa: E402
+from fastmask.models.export import StaticMaskRCNN, export_program, export_static, load_package  # noqa: E402
 
 
 def has_cxx_compiler() -> bool:

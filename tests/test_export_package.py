@@ -5,12 +5,17 @@ tested in test_export.py)."""
 import pytest
 import torch
 
-from fastmask.cli import main
-from fastmask.engine import save_checkpoint
-from fastmask.models import maskrcnn_resnet_fpn
-from fastmask.models.export import PackagedMaskRCNN, _quantize, export_program, package_metadata
+from conftest import NO_TORCHVISION
 
-from test_export import CONFIG
+# fastmask.models (and so the engine, the CLI's commands, export) extends torchvision's models.
+pytest.importorskip("torchvision", reason=NO_TORCHVISION, exc_type=ImportError)
+
+from fastmask.cli import main  # noqa: E402
+from fastmask.engine import save_checkpoint  # noqa: E402
+from fastmask.models import maskrcnn_resnet_fpn  # noqa: E402
+from fastmask.models.export import PackagedMaskRCNN, _quantize, export_program, package_metadata  # noqa: E402
+
+from test_export import CONFIG  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -4,18 +4,22 @@ import copy
 
 import pytest
 import torch
-import torchvision
 from torch import nn
-from torchvision.models import resnet
-from torchvision.models._utils import IntermediateLayerGetter
-from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-from torchvision.ops import box_iou
-from torchvision.ops.misc import Conv2dNormActivation, FrozenBatchNorm2d
 
-from conftest import assert_static_matches_eager
-from fastmask.cli import main
-from fastmask.engine import save_checkpoint
-from fastmask.models import (MaskRCNN, fold_conv_batchnorm, maskrcnn_resnet_fpn, optimize_for_inference,
+from conftest import NO_TORCHVISION, assert_static_matches_eager
+
+# fastmask.models (and so the engine, the CLI's commands, export) extends torchvision's models.
+torchvision = pytest.importorskip("torchvision", reason=NO_TORCHVISION, exc_type=ImportError)
+
+from torchvision.models import resnet  # noqa: E402
+from torchvision.models._utils import IntermediateLayerGetter  # noqa: E402
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor  # noqa: E402
+from torchvision.ops import box_iou  # noqa: E402
+from torchvision.ops.misc import Conv2dNormActivation, FrozenBatchNorm2d  # noqa: E402
+
+from fastmask.cli import main  # noqa: E402
+from fastmask.engine import save_checkpoint  # noqa: E402
+from fastmask.models import (MaskRCNN, fold_conv_batchnorm, maskrcnn_resnet_fpn, optimize_for_inference,  # noqa: E402
                              patch_torchvision)
 
 SMALL = dict(min_size=64, max_size=96, box_score_thresh=0.0, rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=100,

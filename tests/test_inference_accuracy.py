@@ -4,12 +4,18 @@ model, 500 held-out images)."""
 import pytest
 import torch
 from torch.utils.data import Dataset
-from torchvision.ops import box_iou
 
-from fastmask.data import SyntheticShapes
-from fastmask.engine import evaluate
-from fastmask.models import optimize_for_inference
-from test_inference import small_model
+from conftest import NO_TORCHVISION
+
+# fastmask.models (and so the engine, the CLI's commands, export) extends torchvision's models.
+pytest.importorskip("torchvision", reason=NO_TORCHVISION, exc_type=ImportError)
+
+from torchvision.ops import box_iou  # noqa: E402
+
+from fastmask.data import SyntheticShapes  # noqa: E402
+from fastmask.engine import evaluate  # noqa: E402
+from fastmask.models import optimize_for_inference  # noqa: E402
+from test_inference import small_model  # noqa: E402
 
 TOP = 10  # float32's leading detections per image that the fast model must find again
 

@@ -3,11 +3,14 @@ import copy
 
 import pytest
 import torch
-import torchvision
 
-import fastmask
-from conftest import assert_static_matches_eager
-from fastmask.models import MaskRCNN, RoIHeads, maskrcnn_resnet50_fpn, maskrcnn_resnet101_fpn
+from conftest import NO_TORCHVISION, assert_static_matches_eager
+
+# fastmask.models (and so the engine, the CLI's commands, export) extends torchvision's models.
+torchvision = pytest.importorskip("torchvision", reason=NO_TORCHVISION, exc_type=ImportError)
+
+import fastmask  # noqa: E402
+from fastmask.models import MaskRCNN, RoIHeads, maskrcnn_resnet50_fpn, maskrcnn_resnet101_fpn  # noqa: E402
 
 # Tiny images and few proposals keep the test fast; box_score_thresh=0 so random weights still detect.
 SMALL = dict(weights=None, weights_backbone=None, num_classes=5, min_size=96, max_size=128, box_score_thresh=0.0,

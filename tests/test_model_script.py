@@ -7,20 +7,25 @@ from typing import Dict, List, Tuple
 
 import pytest
 import torch
-import torchvision
 from torch import Tensor, nn
-from torchvision.models.detection import anchor_utils, rpn as tv_rpn
-from torchvision.models.detection import transform as tv_transform
-from torchvision.models.detection._utils import BoxCoder as TvBoxCoder
-from torchvision.models.detection.image_list import ImageList
-from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
-import fastmask
-from fastmask.models import maskrcnn_resnet50_fpn
-from fastmask.ops import (AnchorGenerator, BoxCoder, GeneralizedRCNNTransform, MultiScaleRoIAlign,
+from conftest import NO_TORCHVISION
+
+# fastmask.models (and so the engine, the CLI's commands, export) extends torchvision's models.
+torchvision = pytest.importorskip("torchvision", reason=NO_TORCHVISION, exc_type=ImportError)
+
+from torchvision.models.detection import anchor_utils, rpn as tv_rpn  # noqa: E402
+from torchvision.models.detection import transform as tv_transform  # noqa: E402
+from torchvision.models.detection._utils import BoxCoder as TvBoxCoder  # noqa: E402
+from torchvision.models.detection.image_list import ImageList  # noqa: E402
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names  # noqa: E402
+
+import fastmask  # noqa: E402
+from fastmask.models import maskrcnn_resnet50_fpn  # noqa: E402
+from fastmask.ops import (AnchorGenerator, BoxCoder, GeneralizedRCNNTransform, MultiScaleRoIAlign,  # noqa: E402
                           RegionProposalNetwork, decode_boxes, encode_boxes, generate_proposals, grid_anchors,
                           paste_masks_in_image)
-from test_model import SMALL, assert_same_detections, images, targets
+from test_model import SMALL, assert_same_detections, images, targets  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning",
                                         "ignore:RCNN always returns a:UserWarning")

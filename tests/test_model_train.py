@@ -7,12 +7,16 @@ import sys
 
 import pytest
 import torch
-import torchvision
 from torch import nn
 
-from fastmask.cli import main
-from fastmask.data import SyntheticShapes, to_coco
-from fastmask.engine import TrainConfig, build_model, evaluate, load_checkpoint, train
+from conftest import NO_TORCHVISION
+
+# fastmask.models (and so the engine, the CLI's commands, export) extends torchvision's models.
+torchvision = pytest.importorskip("torchvision", reason=NO_TORCHVISION, exc_type=ImportError)
+
+from fastmask.cli import main  # noqa: E402
+from fastmask.data import SyntheticShapes, to_coco  # noqa: E402
+from fastmask.engine import TrainConfig, build_model, evaluate, load_checkpoint, train  # noqa: E402
 
 # A model small enough to train a few steps in seconds.
 TINY = {"min_size": 64, "max_size": 64, "rpn_pre_nms_top_n_train": 100, "rpn_post_nms_top_n_train": 50,

@@ -3,8 +3,8 @@ from collections import OrderedDict
 
 import pytest
 import torch
-import torchvision
 
+from conftest import needs_torchvision, torchvision
 from fastmask.ops import MultiScaleRoIAlign
 from fastmask.ops.poolers import infer_scales, map_levels
 
@@ -29,6 +29,7 @@ def random_boxes(n, image_hw, dtype=torch.float32):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("output_size,sampling_ratio", [(7, 2), (14, 2), ((5, 3), -1)])
+@needs_torchvision
 def test_matches_torchvision(seed, dtype, layout, output_size, sampling_ratio):
     image_shapes = [(120, 164), (100, 150)]
     feats = fpn_features(2, 6, (128, 192), dtype, layout)
@@ -53,6 +54,7 @@ def test_matches_torchvision(seed, dtype, layout, output_size, sampling_ratio):
     assert leaves_f["pool"].grad is None
 
 
+@needs_torchvision
 def test_fixed_scales_on_a_padded_canvas(seed):
     # A wide image on a square canvas: torchvision infers the scales from the image's height and
     # doubles them; fixed scales pool what torchvision pools when it infers them correctly.
@@ -68,12 +70,14 @@ def test_fixed_scales_on_a_padded_canvas(seed):
         MultiScaleRoIAlign(names, 7, 2, scales=[0.25])
 
 
+@needs_torchvision
 def test_levels_equal_torchvision_level_mapper(seed):
     boxes = random_boxes(500, (800, 1216))
     tv = torchvision.ops.poolers.LevelMapper(2, 5)
     assert torch.equal(map_levels(boxes, 2, 5), tv([boxes]))
 
 
+@needs_torchvision
 def test_single_level_and_empty_boxes(seed):
     feats = fpn_features(2, 3, (64, 64))
     image_shapes = [(64, 64), (64, 64)]
@@ -136,6 +140,7 @@ def test_opcheck_backward(seed, device, shapes):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@needs_torchvision
 def test_half_types(seed, dtype):
     image_shapes = [(120, 164)]
     feats = fpn_features(1, 8, (128, 192))
@@ -187,6 +192,7 @@ def test_compile_fullgraph(seed):
     assert torch.equal(pool(*feats), ref)
 
 
+@needs_torchvision
 def test_compile_module_with_inferred_scales_at_two_sizes(seed):
     # The second size makes torch.compile trace again with symbolic sizes: the inferred scales
     # must stay functions of them (a scale read from a tensor was data-dependent, and testing it
@@ -237,6 +243,7 @@ def empty_level_case(dtype=torch.float32, empty_shape=(0, 4)):
 
 
 @pytest.mark.parametrize("empty_shape", [(0, 4), (4, 0), (0, 0)])
+@needs_torchvision
 def test_an_empty_level_does_not_zero_the_others(seed, empty_shape):
     features, boxes = empty_level_case(empty_shape=empty_shape)
     leaves = OrderedDict((str(i), f.clone().requires_grad_()) for i, f in enumerate(features))
@@ -255,6 +262,7 @@ def test_an_empty_level_does_not_zero_the_others(seed, empty_shape):
     assert leaves["1"].grad.shape == features[1].shape
 
 
+@needs_torchvision
 def test_inferred_scales_with_an_empty_level(seed):
     # torchvision infers scale 0 for an empty level; in the middle it pools as with any scale (its
     # RoIs give zeros), as torchvision's does; at either end it cannot set the level range.
@@ -273,6 +281,7 @@ def test_inferred_scales_with_an_empty_level(seed):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@needs_torchvision
 def test_rois_on_an_empty_level_give_zeros_and_others_their_gradient(seed, dtype, layout):
     features = [torch.randn(2, 5, 9, 11, dtype=dtype), torch.randn(2, 5, 0, 6, dtype=dtype),
                 torch.randn(2, 5, 3, 3, dtype=dtype)]
@@ -297,6 +306,7 @@ def test_rois_on_an_empty_level_give_zeros_and_others_their_gradient(seed, dtype
         assert leaves[1].grad.shape == (2, 5, 0, 6)
 
 
+@needs_torchvision
 def test_empty_level_gradcheck():
     features = [torch.randn(1, 1, 5, 6, dtype=torch.float64, requires_grad=True),
                 torch.randn(1, 1, 0, 3, dtype=torch.float64),
@@ -339,6 +349,7 @@ def test_every_level_empty_and_batch_of_zero():
 @pytest.mark.cuda
 @pytest.mark.parametrize("deterministic", [False, True])
 @pytest.mark.parametrize("empty_shape", [(0, 4), (4, 0)])
+@needs_torchvision
 def test_cuda_empty_level(seed, deterministic, empty_shape):
     features = [torch.randn(2, 33, 9, 11, dtype=torch.float64), torch.randn((2, 33) + empty_shape, dtype=torch.float64),
                 torch.randn(2, 33, 3, 3, dtype=torch.float64)]

@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 import torch
-import torchvision
 
+from conftest import needs_torchvision, torchvision
 from fastmask.ops import batched_nms, multi_image_nms, nms
 from nms_cases import random_case, tile_chain_boxes
 
@@ -48,6 +48,7 @@ def reference_nms(boxes, scores, threshold, idxs=None):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n", [1, 7, 300, 3000])
 @pytest.mark.parametrize("ties", [False, True])
+@needs_torchvision
 def test_nms_matches_torchvision(seed, dtype, n, ties):
     boxes, scores = random_boxes(n, dtype=dtype, ties=ties)
     for threshold in (0.0, 0.3, 0.5, 0.7, 1.0):
@@ -62,12 +63,14 @@ def test_nms_half_types_match_reference(seed, dtype):
         assert torch.equal(nms(boxes, scores, threshold), reference_nms(boxes, scores, threshold))
 
 
+@needs_torchvision
 def test_thresholds_beyond_float_range(seed):
     boxes, scores = random_boxes(100)
     for threshold in (1e300, -1e300, math.inf, -math.inf, 3.5e38, -3.5e38):
         assert torch.equal(nms(boxes, scores, threshold), torchvision.ops.nms(boxes, scores, threshold)), threshold
 
 
+@needs_torchvision
 def test_iou_exactly_at_threshold():
     boxes = torch.tensor([[0.0, 0, 2, 2], [0, 0, 2, 1]])  # IoU exactly 0.5
     scores = torch.tensor([0.9, 0.8])
@@ -78,6 +81,7 @@ def test_iou_exactly_at_threshold():
     assert nms(boxes, scores, 0.4999).tolist() == [0]
 
 
+@needs_torchvision
 def test_degenerate_and_duplicate_boxes():
     boxes = torch.tensor(
         [[0.0, 0, 0, 0], [1, 1, 1, 5], [2, 2, 4, 4], [2, 2, 4, 4], [4, 4, 2, 2], [-5, -5, 5, 5], [2, 2, 4, 4]]
@@ -87,6 +91,7 @@ def test_degenerate_and_duplicate_boxes():
         assert torch.equal(nms(boxes, scores, threshold), torchvision.ops.nms(boxes, scores, threshold))
 
 
+@needs_torchvision
 def test_nan_rule_matches_torchvision():
     boxes, scores = random_boxes(50)
     scores[[3, 17]] = math.nan
@@ -117,6 +122,7 @@ def assert_same_kept(ours, theirs, scores):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n,classes", [(500, 3), (1000, 80), (3000, 80)])
+@needs_torchvision
 def test_batched_nms_matches_torchvision(seed, dtype, n, classes):
     # Up to 4000 coordinates (1000 boxes) torchvision's CPU batched_nms runs one NMS on
     # class-offset boxes: on a 1/8 grid the offset coordinates are exact, so its result is exact
@@ -152,6 +158,7 @@ def test_batched_nms_keeps_classes_apart_at_large_coordinates():
 
 
 @pytest.mark.parametrize("with_idxs", [False, True])
+@needs_torchvision
 def test_multi_image_equals_torchvision_per_image(seed, with_idxs):
     B, N = 4, 700  # up to 1000 boxes torchvision's batched_nms offsets coordinates: keep them exact
     boxes = (torch.stack([random_boxes(N)[0] for _ in range(B)]) * 8).round() / 8
@@ -170,6 +177,7 @@ def test_multi_image_equals_torchvision_per_image(seed, with_idxs):
         assert (keep[b, counts[b]:] == -1).all()
 
 
+@needs_torchvision
 def test_multi_image_valid_mask_and_max_output(seed):
     B, N = 3, 200
     boxes = torch.stack([random_boxes(N)[0] for _ in range(B)])

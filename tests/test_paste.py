@@ -2,9 +2,12 @@
 outside the image, tiny and huge boxes, no masks, dtypes, thresholding, opcheck, bad input."""
 import pytest
 import torch
-from torchvision.models.detection.roi_heads import paste_masks_in_image as torchvision_paste
 
+from conftest import needs_torchvision, torchvision
 from fastmask.ops import paste_masks_in_image
+
+if torchvision is not None:  # (the tests that use it are @needs_torchvision)
+    from torchvision.models.detection.roi_heads import paste_masks_in_image as torchvision_paste
 
 
 def assert_same(ours, ref):
@@ -41,6 +44,7 @@ def reference(masks, boxes, img_shape, padding=1):
 
 @pytest.mark.parametrize("n,img_shape", [(20, (97, 130)), (7, (1, 1)), (12, (40, 9)), (30, (150, 150))])
 @pytest.mark.parametrize("padding", [0, 1, 2])
+@needs_torchvision
 def test_matches_torchvision(seed, n, img_shape, padding):
     masks = torch.rand(n, 1, 28, 28)
     boxes = random_boxes(n, *img_shape, spread=1.0)  # inside the image: torchvision's own paste works
@@ -49,6 +53,7 @@ def test_matches_torchvision(seed, n, img_shape, padding):
     assert_same(ours, ref)
 
 
+@needs_torchvision
 def test_boxes_partly_and_wholly_outside(seed):
     masks = torch.rand(60, 1, 14, 14)
     boxes = random_boxes(60, 50, 70, spread=3.0)
@@ -58,6 +63,7 @@ def test_boxes_partly_and_wholly_outside(seed):
     assert not ours[:4].any()
 
 
+@needs_torchvision
 def test_tiny_huge_and_inverted_boxes(seed):
     masks = torch.rand(6, 1, 28, 28)
     boxes = torch.tensor([[10.0, 10, 10.2, 10.3], [5, 5, 5, 5], [-3000, -2000, 4000, 5000], [30, 20, 10, 5],
@@ -66,6 +72,7 @@ def test_tiny_huge_and_inverted_boxes(seed):
     assert_same(ours, reference(masks, boxes, (60, 80)))
 
 
+@needs_torchvision
 def test_non_finite_boxes_give_empty_masks(seed):
     masks = torch.rand(5, 1, 28, 28)
     boxes = torch.tensor([[1.0, 2, 30, 40], [float("nan"), 2, 30, 40], [1, 2, float("inf"), 40],
@@ -78,6 +85,7 @@ def test_non_finite_boxes_give_empty_masks(seed):
         torch.testing.assert_close(ours[keep], ref, rtol=0, atol=2e-3)
 
 
+@needs_torchvision
 def test_non_square_masks(seed):
     masks, boxes = torch.rand(5, 1, 20, 28), random_boxes(5, 60, 60, spread=1.0)
     assert_same(paste_masks_in_image(masks, boxes, (60, 60)), torchvision_paste(masks, boxes, (60, 60)))
@@ -90,6 +98,7 @@ def test_no_masks():
     assert binary.shape == (0, 1, 30, 40) and binary.dtype == torch.bool
 
 
+@needs_torchvision
 def test_float64(seed):
     masks, boxes = torch.rand(8, 1, 28, 28).double(), random_boxes(8, 50, 60, spread=1.0).double()
     assert_same(paste_masks_in_image(masks, boxes, (50, 60)), torchvision_paste(masks, boxes, (50, 60)))
@@ -97,6 +106,7 @@ def test_float64(seed):
 
 # PyTorch keeps the interpolation weights in fp16/bf16; fastmask computes in float32 and rounds once.
 @pytest.mark.parametrize("dtype,atol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])
+@needs_torchvision
 def test_half_precision(seed, dtype, atol):
     masks, boxes = torch.rand(8, 1, 28, 28).to(dtype), random_boxes(8, 50, 60, spread=1.0).to(dtype)
     ours = paste_masks_in_image(masks, boxes, (50, 60))
@@ -104,6 +114,7 @@ def test_half_precision(seed, dtype, atol):
     torch.testing.assert_close(ours.double(), torchvision_paste(masks, boxes, (50, 60)).double(), rtol=0, atol=atol)
 
 
+@needs_torchvision
 def test_threshold(seed):
     masks, boxes = torch.rand(15, 1, 28, 28), random_boxes(15, 80, 90, spread=1.0)
     binary = paste_masks_in_image(masks, boxes, (80, 90), threshold=0.5)
@@ -113,6 +124,7 @@ def test_threshold(seed):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@needs_torchvision
 def test_threshold_rounds_like_a_tensor_compare(dtype):
     # `pasted > 0.3` on an fp16/bf16 tensor compares with 0.3 rounded to that dtype.
     masks = torch.full((2, 1, 8, 8), 0.3, dtype=dtype)
@@ -121,6 +133,7 @@ def test_threshold_rounds_like_a_tensor_compare(dtype):
     assert torch.equal(paste_masks_in_image(masks, boxes, (16, 16), threshold=0.3), ref)
 
 
+@needs_torchvision
 def test_strided_masks(seed):
     masks = torch.rand(6, 1, 56, 28)[:, :, ::2]
     boxes = random_boxes(6, 40, 50, spread=1.0)

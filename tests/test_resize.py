@@ -6,9 +6,14 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from torchvision.models.detection.transform import GeneralizedRCNNTransform as TorchvisionTransform
 
-from fastmask.ops import GeneralizedRCNNTransform, boxes_to_original, preprocess_images, resize_bilinear
+from conftest import needs_torchvision, torchvision
+from fastmask.ops import boxes_to_original, preprocess_images, resize_bilinear
+
+if torchvision is not None:  # (the tests that use them are @needs_torchvision)
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform as TorchvisionTransform
+
+    from fastmask.ops import GeneralizedRCNNTransform  # extends torchvision's
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -168,6 +173,7 @@ IMAGE_SIZES = [[(480, 640), (600, 800)], [(37, 91)], [(1, 1), (3, 2)], [(301, 19
 
 
 @pytest.mark.parametrize("sizes", IMAGE_SIZES)
+@needs_torchvision
 def test_preprocess_matches_torchvision(seed, sizes):
     images = random_images(sizes)
     ref, _ = TorchvisionTransform(800, 1333, MEAN, STD).eval()(images)
@@ -180,6 +186,7 @@ def test_preprocess_matches_torchvision(seed, sizes):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+@needs_torchvision
 def test_preprocess_bit_equal_on_the_benchmark_images(seed, threads):
     images = random_images([(480, 640), (600, 800)])
     with num_threads(threads):
@@ -187,6 +194,7 @@ def test_preprocess_bit_equal_on_the_benchmark_images(seed, threads):
         assert_same(preprocess_images(images, 800, 1333, MEAN, STD)[0], ref.tensors)
 
 
+@needs_torchvision
 def test_preprocess_uint8_hwc(seed):
     decoded = [torch.randint(0, 256, (h, w, 3), dtype=torch.uint8) for h, w in [(97, 130), (64, 33)]]
     as_float = [im.permute(2, 0, 1).float() / 255 for im in decoded]
@@ -200,18 +208,21 @@ def test_preprocess_uint8_hwc(seed):
     assert torch.equal(view_batch, batch)
 
 
+@needs_torchvision
 def test_preprocess_strided_float_images(seed):
     images = [torch.rand(45, 61, 3).permute(2, 0, 1), torch.rand(3, 80, 70)[:, ::2, 1::2]]
     ref, _ = TorchvisionTransform(60, 100, MEAN, STD).eval()(images)
     assert_same(preprocess_images(images, 60, 100, MEAN, STD)[0], ref.tensors)
 
 
+@needs_torchvision
 def test_preprocess_float64(seed):
     images = random_images([(50, 70), (33, 40)], torch.float64)
     ref, _ = TorchvisionTransform(64, 100, MEAN, STD).eval()(images)
     assert_same(preprocess_images(images, 64, 100, MEAN, STD)[0], ref.tensors)
 
 
+@needs_torchvision
 def test_preprocess_float16(seed):
     # PyTorch keeps fp16 weights in fp16; fastmask computes in float32 and rounds once.
     images = random_images([(50, 70), (33, 40)], torch.float16)
@@ -221,6 +232,7 @@ def test_preprocess_float16(seed):
     torch.testing.assert_close(batch.double(), ref.tensors.double(), rtol=0, atol=2e-2)
 
 
+@needs_torchvision
 def test_paper_square_canvas(seed):
     images = random_images([(480, 640), (600, 500)])
     batch, image_sizes = preprocess_images(images, 800, 1024, MEAN, STD, canvas_size=(1024, 1024))
@@ -231,6 +243,7 @@ def test_paper_square_canvas(seed):
     assert_same(batch, ref.tensors)
 
 
+@needs_torchvision
 def test_fixed_size_and_size_divisible(seed):
     images = random_images([(45, 61), (70, 30)])
     for kwargs in ({"fixed_size": (50, 40)}, {"size_divisible": 1}, {"size_divisible": 7}):
@@ -251,6 +264,7 @@ def random_targets(sizes):
     return targets
 
 
+@needs_torchvision
 def test_training_mode_random_sizes_and_targets(seed):
     sizes = [(40, 50), (63, 31), (20, 70)]
     images, targets = random_images(sizes), random_targets(sizes)
@@ -269,6 +283,7 @@ def test_training_mode_random_sizes_and_targets(seed):
     assert targets[0]["boxes"] is not ours_targets[0]["boxes"]  # inputs untouched
 
 
+@needs_torchvision
 def test_postprocess_matches_torchvision(seed):
     ref_module = TorchvisionTransform(64, 100, MEAN, STD).eval()
     ours_module = GeneralizedRCNNTransform(64, 100, MEAN, STD).eval()
@@ -385,6 +400,7 @@ def test_cuda_resize_and_preprocess_on_the_second_gpu(seed):
     torch.testing.assert_close(batch.cpu(), ref, **CUDA_VS_CPU)
 
 
+@needs_torchvision
 def test_module_takes_a_batch_tensor(seed):
     images = torch.rand(2, 3, 30, 40)
     ref, _ = TorchvisionTransform(64, 100, MEAN, STD).eval()(images)

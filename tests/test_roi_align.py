@@ -3,13 +3,13 @@ import math
 
 import pytest
 import torch
-import torchvision
 
 from fastmask.ops import RoIAlign, roi_align
 
-from conftest import random_rois
+from conftest import needs_torchvision, random_rois, torchvision
 
-tv_roi_align = torchvision.ops.roi_align
+if torchvision is not None:  # (the tests that use it are @needs_torchvision)
+    tv_roi_align = torchvision.ops.roi_align
 
 
 def run_both(x, rois, output_size, scale, sampling_ratio, aligned, layout=torch.contiguous_format):
@@ -29,6 +29,7 @@ def run_both(x, rois, output_size, scale, sampling_ratio, aligned, layout=torch.
 @pytest.mark.parametrize("sampling_ratio", [-1, 0, 1, 2, 3])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("channels,num_rois", [(5, 24), (16, 24), (16, 1)])
+@needs_torchvision
 def test_matches_torchvision_bitwise(seed, dtype, aligned, sampling_ratio, layout, channels, num_rois):
     # (16, 24): the NCHW forward transposes to channels_last (many samples per pixel);
     # (5, 24) and (16, 1): it gathers from the NCHW planes directly.
@@ -42,6 +43,7 @@ def test_matches_torchvision_bitwise(seed, dtype, aligned, sampling_ratio, layou
         assert g_f.is_contiguous(memory_format=torch.channels_last)
 
 
+@needs_torchvision
 def test_box_list_format_equals_tensor_format(seed):
     x = torch.randn(3, 4, 10, 10)
     boxes = [random_rois(n, 1, 10, 10)[:, 1:] for n in (3, 0, 5)]
@@ -66,6 +68,7 @@ def edge_case_rois(dtype=torch.float64):
     )
 
 
+@needs_torchvision
 def test_edge_case_boxes(seed):
     x = torch.randn(2, 3, 8, 9, dtype=torch.float64)
     rois = edge_case_rois()
@@ -76,6 +79,7 @@ def test_edge_case_boxes(seed):
             assert torch.equal(g_f, g_t)
 
 
+@needs_torchvision
 def test_huge_boxes_match_torchvision_with_bounded_work(seed):
     # Adaptive grids of hundreds of samples per bin: fastmask only visits the samples that can
     # fall inside the map, yet sums exactly the same values as torchvision.
@@ -96,6 +100,7 @@ def test_absurd_boxes_do_not_hang_or_allocate():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@needs_torchvision
 def test_boxes_whose_extent_overflows_pool_zeros_without_walking_the_grid(dtype):
     # Finite corners 1.5 * max apart: the bin is infinite, every sample coordinate inf or NaN.
     # The sample bounds must say so (an infinite bin once made every kernel walk all 2^31
@@ -112,6 +117,7 @@ def test_boxes_whose_extent_overflows_pool_zeros_without_walking_the_grid(dtype)
         assert torch.equal(x.grad, torch.zeros_like(x))
 
 
+@needs_torchvision
 def test_non_finite_boxes_give_zeros_and_no_gradient():
     x = torch.randn(1, 3, 6, 6, requires_grad=True)
     rois = torch.tensor(
@@ -126,6 +132,7 @@ def test_non_finite_boxes_give_zeros_and_no_gradient():
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, 5e-3), (torch.bfloat16, 3e-2)])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@needs_torchvision
 def test_half_types_accumulate_in_float32(seed, dtype, tol, layout):
     x = torch.randn(2, 6, 12, 11).to(dtype)
     rois = random_rois(20, 2, 12, 11)
@@ -143,6 +150,7 @@ def test_half_types_accumulate_in_float32(seed, dtype, tol, layout):
     torch.testing.assert_close(xf.grad.float(), xt.grad, atol=tol, rtol=tol)
 
 
+@needs_torchvision
 def test_non_contiguous_inputs(seed):
     base = torch.randn(2, 8, 14, 12)
     x = base[:, ::2, 1:, :]  # strided view
@@ -169,6 +177,7 @@ def test_empty_inputs():
     assert torch.equal(roi_align(empty_map, torch.tensor([[0.0, 0, 0, 1, 1]]), 2), torch.zeros(1, 3, 2, 2))
 
 
+@needs_torchvision
 def test_module_and_repr():
     m = RoIAlign((3, 3), 0.5, 2, aligned=True)
     x = torch.randn(1, 2, 8, 8)
@@ -294,6 +303,7 @@ def test_bad_batch_index_raises_on_cpu(batch_index):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("aligned", [False, True])
+@needs_torchvision
 def test_cuda_equals_cpu(seed, dtype, layout, aligned):
     x = torch.randn(2, 7, 15, 13, dtype=dtype)
     rois = random_rois(40, 2, 15, 13, dtype=dtype)
@@ -373,6 +383,7 @@ def test_cuda_batch_index_of_image_zero_in_an_empty_batch_gives_zeros():
     torch.cuda.synchronize()
 
 
+@needs_torchvision
 def test_fractional_batch_index_truncates_like_torchvision():
     x = torch.randn(2, 3, 8, 8)
     rois = torch.tensor([[-0.5, 1, 1, 5, 5], [1.9, 1, 1, 5, 5]])

@@ -1,20 +1,27 @@
 """Anchors, box coding and proposal generation against torchvision's AnchorGenerator, BoxCoder and
 RegionProposalNetwork (bit for bit where the arithmetic allows), edge cases, bad input."""
+import collections
 import functools
 import math
 
 import pytest
 import torch
-import torchvision
-from torchvision.models.detection import _utils as tv_utils
-from torchvision.models.detection import rpn as tv_rpn
-from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
-from torchvision.models.detection.image_list import ImageList
 
 import fastmask
-from fastmask.ops import (AnchorGenerator, BoxCoder, RegionProposalNetwork, decode_boxes, encode_boxes,
-                          generate_proposals, grid_anchors, make_cell_anchors, unpad_proposals)
+from conftest import needs_torchvision, torchvision
+from fastmask.ops import (AnchorGenerator, BoxCoder, decode_boxes, encode_boxes, generate_proposals, grid_anchors,
+                          make_cell_anchors, unpad_proposals)
 from fastmask.ops.anchors import level_strides
+
+if torchvision is not None:  # (the tests that use them are @needs_torchvision)
+    from torchvision.models.detection import _utils as tv_utils
+    from torchvision.models.detection import rpn as tv_rpn
+    from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
+    from torchvision.models.detection.image_list import ImageList
+
+    from fastmask.ops import RegionProposalNetwork  # extends torchvision's
+else:  # all that fastmask's ops read of an ImageList, for the tests that need nothing else of torchvision
+    ImageList = collections.namedtuple("ImageList", ["tensors", "image_sizes"])
 
 
 FPN_SIZES = ((32,), (64,), (128,), (256,), (512,))
@@ -102,6 +109,7 @@ def assert_same_proposals(tv, fm, truncated_at=None):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("batch", [1, 3])
+@needs_torchvision
 def test_anchors_equal_torchvision(seed, dtype, batch):
     height, width = 32 * int(torch.randint(4, 20, ())), 32 * int(torch.randint(4, 20, ()))
     images = image_list(batch, height, width, dtype)
@@ -113,6 +121,7 @@ def test_anchors_equal_torchvision(seed, dtype, batch):
         assert a.dtype == r.dtype and torch.equal(a, r)
 
 
+@needs_torchvision
 def test_anchors_paper_preset_and_several_cells_per_level():
     # The paper preset: 1024 x 1024 input, P2-P6.
     images = ImageList(torch.zeros(2, 3, 1024, 1024), [(800, 1024), (1024, 683)])
@@ -150,6 +159,7 @@ def random_boxes(n, dtype=torch.float32):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0)])
+@needs_torchvision
 def test_decode_equals_torchvision(seed, dtype, weights):
     boxes = random_boxes(3000, dtype)
     codes = (torch.randn(3000, 4 * 3) * 2).to(dtype)
@@ -169,6 +179,7 @@ def test_decode_equals_torchvision(seed, dtype, weights):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
 @pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0)])
+@needs_torchvision
 def test_encode_equals_torchvision_and_round_trips(seed, dtype, weights):
     reference, proposals = random_boxes(2000, dtype), random_boxes(2000, dtype)
     ref = tv_utils.BoxCoder(weights).encode_single(reference, proposals)
@@ -188,6 +199,7 @@ def test_encode_equals_torchvision_and_round_trips(seed, dtype, weights):
 
 @pytest.mark.parametrize("dtypes", [(torch.float32, torch.float16), (torch.float16, torch.float32),
                                     (torch.bfloat16, torch.float32)])
+@needs_torchvision
 def test_encode_mixed_dtypes_equal_torchvision(seed, dtypes):
     # Under autocast the box head encodes fp32 targets against fp16 proposals: torchvision computes
     # each side in its own dtype and promotes at the end.
@@ -206,6 +218,7 @@ def test_box_coding_gradcheck(seed):
     assert torch.autograd.gradcheck(lambda r, p: encode_boxes(r, p, (10.0, 10.0, 5.0, 5.0)), (reference, boxes))
 
 
+@needs_torchvision
 def test_box_coding_nan_and_empty():
     boxes = random_boxes(2)
     codes = torch.tensor([[float("nan"), 0, 0, 0], [0, 0, float("inf"), 0]])
@@ -219,6 +232,7 @@ def test_box_coding_nan_and_empty():
 
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("zero_size_deltas", [False, True])
+@needs_torchvision
 def test_generate_proposals_equals_filter_proposals(seed, training, zero_size_deltas):
     # zero_size_deltas: dw = dh = 0, so exp(0) = 1 exactly; bit-equal either way.
     batch, height, width = 2, 256, 320
@@ -236,6 +250,7 @@ def test_generate_proposals_equals_filter_proposals(seed, training, zero_size_de
     assert_same_proposals(tv, fm, truncated_at=post)
 
 
+@needs_torchvision
 def test_generate_proposals_ties_thresholds_and_small_levels(seed):
     # Tied scores, a score threshold, a min size that removes boxes, top-n larger than a level,
     # post_nms_top_n truncating: still torchvision's proposals.
@@ -290,6 +305,7 @@ def torchvision_candidates(objectness, deltas, images, pre, min_size, score_thre
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0, 1.0), (3.3, 0.7, 1.9, 2.2)])
+@needs_torchvision
 def test_candidates_equal_torchvision_in_every_dtype(seed, dtype, weights):
     # torchvision's CPU NMS has no fp16/bf16, so compare everything up to NMS: with nms_thresh 1
     # nothing is suppressed and the output is every candidate by decreasing score.
@@ -347,6 +363,7 @@ def test_level_limit():
         grid_anchors(cells * 17, [(1, 1)] * 17, [(4, 4)] * 17)
 
 
+@needs_torchvision
 def test_region_proposal_network_drop_in(seed):
     images = image_list(2, 160, 192)
     features = {str(i): torch.randn(2, 8, h, w) for i, (h, w) in enumerate(fpn_shapes(160, 192))}
@@ -517,6 +534,7 @@ def test_cuda_equals_cpu(seed, dtype):
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("weights", [(10.0, 10.0, 5.0, 5.0), (3.3, 0.7, 1.9, 2.2)])
+@needs_torchvision
 def test_cuda_box_coding_equals_torchvision_on_cuda(seed, dtype, weights):
     # Both use CUDA's expf/logf, and ATen's division by a Python scalar (a multiply by its
     # reciprocal on CUDA), which the device arithmetic copies: bit-equal.
@@ -528,6 +546,7 @@ def test_cuda_box_coding_equals_torchvision_on_cuda(seed, dtype, weights):
 
 
 @pytest.mark.cuda
+@needs_torchvision
 def test_cuda_generate_proposals_at_full_size_without_sync_and_in_a_graph(seed):
     # 2 images 800 x 1344 at the training settings: 201,600 anchors on P2 and 8,819 candidates per
     # image (over 4096: ATen's multi-block top-k and radix-sort paths run). Nothing may wait for

@@ -2,17 +2,19 @@
 // align_corners=False, antialias=False), shared by the resize and mask-pasting
 // kernels on the CPU and the GPU.
 //
-// The arithmetic is PyTorch's CPU kernels', in the two forms they take:
-//  - `Fused`: PyTorch's AVX2 and AVX-512 kernels are compiled with fused
+// The arithmetic is PyTorch's CPU kernels', in the forms they take:
+//  - fused or not: PyTorch's AVX2 and AVX-512 kernels are compiled with fused
 //    multiply-adds (the compiler contracts a * b + c), its DEFAULT ones (ATen CPU
-//    capability "DEFAULT") are not: the source index is fma(step, d + 0.5, -0.5)
-//    or its rounded product and sum, and so on for every blend.
+//    capability "DEFAULT") are not; and the source index (fma(step, d + 0.5, -0.5)
+//    or its rounded product and sum) may be computed by other code than the blends
+//    (torch 2.15's separable kernel: unfused index, fused blends). `BilinearRounding`
+//    says which, per kernel; resize/torch_rounding.cpp finds out by asking torch.
 //  - the kernel: upsample_bilinear2d runs a separable kernel (each row blends
 //    two taps, then the two rows blend: `blend`) or, for channels_last inputs
 //    with more than 3 channels, outputs with height + width <= 128, and 3-channel
 //    inputs on one thread, a channels-last kernel that weighs the four taps by
 //    products of the axes' weights (`four_tap`).
-// The binding picks both as PyTorch would for the same call, so float32 and
+// The binding picks the kernel as PyTorch would for the same call, so float32 and
 // float64 results equal F.interpolate's bit for bit on any CPU and thread count.
 #pragma once
 
@@ -50,6 +52,13 @@ FASTMASK_HOST_DEVICE A torch_mul_add(A a, A b, A c) {
     return a * b + c;
   }
 }
+
+// Whether one of PyTorch's bilinear kernels fuses the multiply-add of its source index and
+// those of its blends.
+struct BilinearRounding {
+  bool index_fused = true;
+  bool blend_fused = true;
+};
 
 // The two source indices and weights of one output index along one axis.
 template <typename A>
@@ -91,6 +100,12 @@ FASTMASK_HOST_DEVICE LinearTap<A> linear_tap(int64_t d, int64_t in, int64_t out,
   t.w1 = l;
   t.w0 = A(1) - l;
   return t;
+}
+
+// linear_tap with the index rounding chosen at run time (CPU: computed once per row or column).
+template <typename A>
+inline LinearTap<A> linear_tap(int64_t d, int64_t in, int64_t out, A step, bool index_fused) {
+  return index_fused ? linear_tap<A, true>(d, in, out, step) : linear_tap<A, false>(d, in, out, step);
 }
 
 // One blend of two taps, in PyTorch's order (its separable kernel).

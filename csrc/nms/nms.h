@@ -3,11 +3,11 @@
 // backend.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <functional>
+#include <optional>
 #include <tuple>
 
+#include "common/stable.h"
 #include "nms_params.h"
 
 namespace fastmask {
@@ -17,23 +17,21 @@ namespace fastmask {
 // `params` pointing at them and at the outputs. The tensors let a backend run
 // ATen ops of its own on them (the CUDA one groups the candidates by class).
 struct SortedNmsInputs {
-  at::Tensor boxes;    // [B, N, 4], contiguous
-  at::Tensor order;    // [B, N] int64: original index of each sorted box
-  at::Tensor classes;  // [B, N] int64, or undefined: one class
-  at::Tensor valid;    // [B, N] bool, or undefined: every box valid
+  Tensor boxes;    // [B, N, 4], contiguous
+  Tensor order;    // [B, N] int64: original index of each sorted box
+  Tensor classes;  // [B, N] int64, or undefined: one class
+  Tensor valid;    // [B, N] bool, or undefined: every box valid
   NmsParams params;
 };
 
 using NmsKernel = std::function<void(const SortedNmsInputs&)>;
 
-std::tuple<at::Tensor, at::Tensor> multi_image_nms(const NmsKernel& kernel, const at::Tensor& boxes,
-                                                   const at::Tensor& scores,
-                                                   const c10::optional<at::Tensor>& idxs,
-                                                   const c10::optional<at::Tensor>& valid,
-                                                   double iou_threshold, int64_t max_output);
+std::tuple<Tensor, Tensor> multi_image_nms(const NmsKernel& kernel, const Tensor& boxes, const Tensor& scores,
+                                           const std::optional<Tensor>& idxs, const std::optional<Tensor>& valid,
+                                           double iou_threshold, int64_t max_output);
 
 // One image: the kept indices, by decreasing score (one host sync for the count on CUDA).
-at::Tensor single_image_nms(const NmsKernel& kernel, const at::Tensor& boxes, const at::Tensor& scores,
-                            const c10::optional<at::Tensor>& idxs, double iou_threshold);
+Tensor single_image_nms(const NmsKernel& kernel, const Tensor& boxes, const Tensor& scores,
+                        const std::optional<Tensor>& idxs, double iou_threshold);
 
 }  // namespace fastmask

@@ -10,16 +10,14 @@
 //    still alive are compacted so suppressed boxes cost nothing later;
 //  - classes (and images) are independent problems: no coordinate-offset
 //    trick, no quadratic cost over all classes together, run in parallel.
-#include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
 #include <algorithm>
 #include <numeric>
 #include <type_traits>
 #include <vector>
 
+#include "common/parallel.h"
 #include "nms_cpu.h"
+#include "nms_registration.h"
 #include "nms_threshold.h"
 
 namespace fastmask {
@@ -109,7 +107,7 @@ std::vector<int64_t> greedy_nms(Candidates<T>& c, double threshold, int64_t max_
     // The block's kept boxes against every later candidate.
     const size_t work = block_kept.size() * (n - end);
     const int64_t grain = parallel && work >= kParallelWork ? 2048 : static_cast<int64_t>(n - end);
-    at::parallel_for(static_cast<int64_t>(end), static_cast<int64_t>(n), grain, [&](int64_t j0, int64_t j1) {
+    parallel_for(static_cast<int64_t>(end), static_cast<int64_t>(n), grain, [&](int64_t j0, int64_t j1) {
       for (size_t i : block_kept) sweep(c, i, static_cast<size_t>(j0), static_cast<size_t>(j1), exceeds, c.suppressed.data());
     });
     // Compact the survivors to the front of the rest: suppressed boxes are never tested again.
@@ -186,11 +184,11 @@ void run(const NmsParams& p) {
     else
       small.push_back(i);
   }
-  at::parallel_for(0, static_cast<int64_t>(small.size()), 1, [&](int64_t s0, int64_t s1) {
+  parallel_for(0, static_cast<int64_t>(small.size()), 1, [&](int64_t s0, int64_t s1) {
     for (int64_t s = s0; s < s1; ++s) solve(problems[small[s]], false);
   });
   // Kept boxes of each image in score order (across classes), as original indices.
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+  parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       int64_t count = 0;
       int64_t* keep = p.keep + b * M;
@@ -213,5 +211,11 @@ void multi_image_nms_cpu(const SortedNmsInputs& inputs) {
     case ScalarKind::kBFloat16: return run<c10::BFloat16>(p);
   }
 }
+
+namespace {
+NmsKernel cpu_nms_kernel() { return multi_image_nms_cpu; }
+}  // namespace
+
+STABLE_TORCH_LIBRARY_IMPL(fastmask, CPU, m) { NmsOps<cpu_nms_kernel>::register_impls(m); }
 
 }  // namespace fastmask

@@ -6,27 +6,39 @@
 // to 2^24, so every difference is exact and each area and intersection is rounded once, as
 // torchvision rounds its integer areas and float32 intersections. Scores go as float64, which
 // orders every int32 exactly.
-#include <ATen/ATen.h>
-#include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/library.h>
+#include <exception>
+
+#include "common/stable_aten.h"
 
 namespace fastmask {
 namespace {
 
-at::Tensor nms_quantized(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
-  TORCH_CHECK_TYPE(boxes.is_quantized() && boxes.qscheme() == at::kPerTensorAffine,
-                   "fastmask.nms: quantized boxes must be quantized per tensor (affine)");
-  TORCH_CHECK_TYPE(scores.is_quantized() && scores.qscheme() == at::kPerTensorAffine,
-                   "fastmask.nms: if boxes are quantized, scores must also be quantized (per tensor), got ",
-                   scores.scalar_type());
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fastmask::nms", "")
-                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double)>();
-  return op.call(boxes.int_repr().to(at::kFloat), scores.int_repr().to(at::kDouble), iou_threshold);
+// ATen's Tensor::is_quantized() && qscheme() == kPerTensorAffine. The stable ABI has neither; a
+// tensor is quantized exactly when its dtype is a quantized one, and aten::q_scale accepts only
+// per-tensor affine quantized tensors (it raises for every other scheme).
+bool is_per_tensor_affine(const Tensor& t) {
+  if (!torch::headeronly::isQIntType(t.scalar_type())) return false;
+  try {
+    (void)aten::q_scale(t);
+  } catch (const std::exception&) {
+    return false;
+  }
+  return true;
+}
+
+Tensor nms_quantized(const Tensor& boxes, const Tensor& scores, double iou_threshold) {
+  FASTMASK_CHECK_TYPE(is_per_tensor_affine(boxes),
+                      "fastmask.nms: quantized boxes must be quantized per tensor (affine)");
+  FASTMASK_CHECK_TYPE(is_per_tensor_affine(scores),
+                      "fastmask.nms: if boxes are quantized, scores must also be quantized (per tensor), got ",
+                      scores.scalar_type());
+  // fastmask::nms through the dispatcher: the float kernels of the boxes' device (CPU).
+  return aten::tensor_op("fastmask::nms", "", aten::to(aten::int_repr(boxes), ScalarType::Float),
+                         aten::to(aten::int_repr(scores), ScalarType::Double), iou_threshold);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastmask, QuantizedCPU, m) { m.impl("nms", &nms_quantized); }
+STABLE_TORCH_LIBRARY_IMPL(fastmask, QuantizedCPU, m) { m.impl("nms", TORCH_BOX(&nms_quantized)); }
 
 }  // namespace fastmask

@@ -3,15 +3,16 @@
 // backend kernel.
 #pragma once
 
-#include <ATen/core/Tensor.h>
+#include <optional>
 
+#include "common/stable.h"
 #include "paste_params.h"
 
 namespace fastmask {
 
 using PasteKernel = void (*)(const PasteParams&);
 
-at::Tensor paste_masks_in_image(PasteKernel kernel, const at::Tensor& masks, const at::Tensor& boxes, int64_t height,
-                                int64_t width, int64_t padding, c10::optional<double> threshold);
+Tensor paste_masks_in_image(PasteKernel kernel, const Tensor& masks, const Tensor& boxes, int64_t height,
+                            int64_t width, int64_t padding, std::optional<double> threshold);
 
 }  // namespace fastmask

@@ -1,6 +1,4 @@
-// CUDA registration of the paste op: current stream, and a check of every launch.
-#include <c10/cuda/CUDAStream.h>
-
+// CUDA registration of the paste op: the launch on the current stream, and checked.
 #include "common/cuda_launch.h"
 #include "paste_cuda.h"
 #include "paste_registration.h"
@@ -9,11 +7,11 @@ namespace fastmask {
 namespace {
 
 void run(const PasteParams& p) {
-  run_cuda_launcher("paste_masks_in_image", [&] { return paste_masks_cuda(p, c10::cuda::getCurrentCUDAStream()); });
+  run_cuda_launcher("paste_masks_in_image", [&](cudaStream_t stream) { return paste_masks_cuda(p, stream); });
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastmask, CUDA, m) { PasteOps<run>::register_impls(m); }
+STABLE_TORCH_LIBRARY_IMPL(fastmask, CUDA, m) { PasteOps<run>::register_impls(m); }
 
 }  // namespace fastmask

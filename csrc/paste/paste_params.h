@@ -20,8 +20,6 @@ struct PasteParams {
   void* out = nullptr;
   bool binary = false;
   double threshold = 0.5;
-  // CPU: whether the PyTorch kernels it follows fuse multiply-adds (common/linear_interp.h).
-  bool torch_fused = true;
 };
 
 }  // namespace fastmask

@@ -3,8 +3,9 @@
 // backend kernel.
 #pragma once
 
-#include <ATen/core/Tensor.h>
+#include <optional>
 
+#include "common/stable.h"
 #include "resize_params.h"
 
 namespace fastmask {
@@ -15,13 +16,13 @@ using ResizeKernel = void (*)(const ResizeParams* jobs, int64_t count);
 // F.interpolate(input, size=(out_height, out_width), mode="bilinear", align_corners=False),
 // with its scale factors when it got them (<= 0 or absent: in / out). Output in the input's
 // memory format.
-at::Tensor resize_bilinear(ResizeKernel kernel, const at::Tensor& input, int64_t out_height, int64_t out_width,
-                           c10::optional<double> scale_factor_h, c10::optional<double> scale_factor_w);
+Tensor resize_bilinear(ResizeKernel kernel, const Tensor& input, int64_t out_height, int64_t out_width,
+                       std::optional<double> scale_factor_h, std::optional<double> scale_factor_w);
 
 // torchvision's GeneralizedRCNNTransform image path in one pass per image: normalise,
 // resize to sizes[2i], sizes[2i+1], write into a zero-padded [B, C, height, width] batch.
 // uint8 images are [H, W, C] and scaled by 1/255 first; floating images are [C, H, W].
-at::Tensor preprocess_images(ResizeKernel kernel, at::TensorList images, at::IntArrayRef sizes,
-                             at::ArrayRef<double> mean, at::ArrayRef<double> std_dev, int64_t height, int64_t width);
+Tensor preprocess_images(ResizeKernel kernel, const TensorList& images, IntArrayRef sizes, DoubleArrayRef mean,
+                         DoubleArrayRef std_dev, int64_t height, int64_t width);
 
 }  // namespace fastmask

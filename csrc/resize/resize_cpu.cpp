@@ -8,26 +8,26 @@
 // output rows of all planes of all jobs (one parallel region per call, however
 // many images); padding rows and columns of the canvas are written here too, so
 // the output is touched once.
-#include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
 #include <vector>
 
 #include "common/linear_interp.h"
+#include "common/parallel.h"
+#include "common/stable.h"
 #include "resize_cpu.h"
+#include "resize_registration.h"
+#include "torch_rounding.h"
 
 namespace fastmask {
 namespace {
 
-template <typename A, bool Fused>
-std::vector<LinearTap<A>> axis_taps(int64_t in, int64_t out, double scale_factor) {
+template <typename A>
+std::vector<LinearTap<A>> axis_taps(int64_t in, int64_t out, double scale_factor, bool index_fused) {
   std::vector<LinearTap<A>> taps(out);
   const A step = source_step<A>(in, out, scale_factor);
-  for (int64_t d = 0; d < out; ++d) taps[d] = linear_tap<A, Fused>(d, in, out, step);
+  for (int64_t d = 0; d < out; ++d) taps[d] = linear_tap<A>(d, in, out, step, index_fused);
   return taps;
 }
 
@@ -107,21 +107,23 @@ struct JobPlan {
   int64_t first_row = 0;
 };
 
-template <typename Src, typename Dst, typename A, bool Fused>
-void run(const ResizeParams* jobs, int64_t count) {
+// SeparableFused, FourTapFused: whether the blends of PyTorch's two kernels fuse (`rounding`).
+template <typename Src, typename Dst, typename A, bool SeparableFused, bool FourTapFused>
+void run(const ResizeParams* jobs, int64_t count, const TorchBilinearRounding& rounding) {
   std::vector<JobPlan<A>> plans(count + 1);
   int64_t max_in_width = 0, max_out_width = 0;
   for (int64_t j = 0; j < count; ++j) {
     const ResizeParams& p = jobs[j];
-    plans[j].xs = axis_taps<A, Fused>(p.in_width, p.out_width, p.scale_factor_w);
-    plans[j].ys = axis_taps<A, Fused>(p.in_height, p.out_height, p.scale_factor_h);
+    const bool index_fused = (p.torch_four_tap ? rounding.four_tap : rounding.separable).index_fused;
+    plans[j].xs = axis_taps<A>(p.in_width, p.out_width, p.scale_factor_w, index_fused);
+    plans[j].ys = axis_taps<A>(p.in_height, p.out_height, p.scale_factor_h, index_fused);
     if constexpr (std::is_same_v<Src, uint8_t>) plans[j].table = uint8_table(p);
     plans[j + 1].first_row = plans[j].first_row + p.batch * p.channels * p.canvas_height;
     max_in_width = std::max(max_in_width, p.in_width);
     max_out_width = std::max(max_out_width, p.out_width);
   }
 
-  at::parallel_for(0, plans[count].first_row, 8, [&](int64_t begin, int64_t end) {
+  parallel_for(0, plans[count].first_row, 8, [&](int64_t begin, int64_t end) {
     std::vector<A> source(max_in_width), source1(max_in_width), out(max_out_width);
     // Two resampled source rows, keyed by job and plane * in_height + row.
     std::vector<A> cached[2] = {std::vector<A>(max_out_width), std::vector<A>(max_out_width)};
@@ -141,7 +143,7 @@ void run(const ResizeParams* jobs, int64_t count) {
         const int s = keep == 0 ? 1 : 0;
         const Src* source_row = src + n * p.src_stride[0] + c * p.src_stride[1] + y * p.src_stride[2];
         load_row<Src, A>(p, plan.table, source_row, c, source.data());
-        resample_row<A, Fused>(source.data(), plan.xs.data(), p.out_width, cached[s].data());
+        resample_row<A, SeparableFused>(source.data(), plan.xs.data(), p.out_width, cached[s].data());
         cached_job[s] = j, cached_key[s] = key;
         return s;
       };
@@ -158,12 +160,12 @@ void run(const ResizeParams* jobs, int64_t count) {
           const Src* plane = src + n * p.src_stride[0] + c * p.src_stride[1];
           load_row<Src, A>(p, plan.table, plane + t.i0 * p.src_stride[2], c, source.data());
           load_row<Src, A>(p, plan.table, plane + t.i1 * p.src_stride[2], c, source1.data());
-          four_tap_row<A, Fused>(source.data(), source1.data(), t, plan.xs.data(), torch_vector_lane<A>(c, p.channels),
+          four_tap_row<A, FourTapFused>(source.data(), source1.data(), t, plan.xs.data(), torch_vector_lane<A>(c, p.channels),
                                  p.out_width, out.data());
         } else {
           const int s0 = resampled(n, c, t.i0, -1);
           const int s1 = resampled(n, c, t.i1, s0);
-          blend_rows<A, Fused>(cached[s0].data(), t.w0, cached[s1].data(), t.w1, p.out_width, out.data());
+          blend_rows<A, SeparableFused>(cached[s0].data(), t.w0, cached[s1].data(), t.w1, p.out_width, out.data());
         }
         for (; x < p.out_width; ++x) row[x * dx] = store<Dst>(out[x]);
       }
@@ -172,26 +174,38 @@ void run(const ResizeParams* jobs, int64_t count) {
   });
 }
 
-template <bool Fused>
-void run_types(const ResizeParams* jobs, int64_t count) {
+template <bool SeparableFused, bool FourTapFused>
+void run_types(const ResizeParams* jobs, int64_t count, const TorchBilinearRounding& r) {
   const ResizeParams& p = jobs[0];  // one call's jobs share their types
   if (p.src_uint8)
-    return p.dst_uint8 ? run<uint8_t, uint8_t, float, Fused>(jobs, count)
-                       : run<uint8_t, float, float, Fused>(jobs, count);
+    return p.dst_uint8 ? run<uint8_t, uint8_t, float, SeparableFused, FourTapFused>(jobs, count, r)
+                       : run<uint8_t, float, float, SeparableFused, FourTapFused>(jobs, count, r);
   switch (p.dtype) {
-    case ScalarKind::kFloat32: return run<float, float, float, Fused>(jobs, count);
-    case ScalarKind::kFloat64: return run<double, double, double, Fused>(jobs, count);
-    case ScalarKind::kFloat16: return run<c10::Half, c10::Half, float, Fused>(jobs, count);
-    case ScalarKind::kBFloat16: return run<c10::BFloat16, c10::BFloat16, float, Fused>(jobs, count);
+    case ScalarKind::kFloat32: return run<float, float, float, SeparableFused, FourTapFused>(jobs, count, r);
+    case ScalarKind::kFloat64: return run<double, double, double, SeparableFused, FourTapFused>(jobs, count, r);
+    case ScalarKind::kFloat16: return run<c10::Half, c10::Half, float, SeparableFused, FourTapFused>(jobs, count, r);
+    case ScalarKind::kBFloat16:
+      return run<c10::BFloat16, c10::BFloat16, float, SeparableFused, FourTapFused>(jobs, count, r);
   }
 }
 
 }  // namespace
 
-void resize_bilinear_cpu(const ResizeParams* jobs, int64_t count) {
+void resize_bilinear_cpu(const ResizeParams* jobs, int64_t count, const TorchBilinearRounding& rounding) {
   if (count == 0) return;
-  // One call's jobs share the arithmetic of the PyTorch kernels they follow.
-  return jobs[0].torch_fused ? run_types<true>(jobs, count) : run_types<false>(jobs, count);
+  const bool separable = rounding.separable.blend_fused, four_tap = rounding.four_tap.blend_fused;
+  if (separable && four_tap) return run_types<true, true>(jobs, count, rounding);
+  if (separable) return run_types<true, false>(jobs, count, rounding);
+  if (four_tap) return run_types<false, true>(jobs, count, rounding);
+  return run_types<false, false>(jobs, count, rounding);
 }
+
+void resize_bilinear_cpu(const ResizeParams* jobs, int64_t count) {
+  // uint8 output rounds the exact value (PyTorch's uint8 kernel is a fixed-point one): fused.
+  const bool exact = count > 0 && jobs[0].dst_uint8;
+  resize_bilinear_cpu(jobs, count, exact ? TorchBilinearRounding{} : torch_bilinear_rounding());
+}
+
+STABLE_TORCH_LIBRARY_IMPL(fastmask, CPU, m) { ResizeOps<resize_bilinear_cpu>::register_impls(m); }
 
 }  // namespace fastmask

@@ -43,9 +43,8 @@ struct ResizeParams {
   // The floating type of the source, or of the destination of a uint8 source.
   ScalarKind dtype = ScalarKind::kFloat32;
 
-  // How PyTorch's CPU kernel computes this resize (common/linear_interp.h); the
-  // binding decides as upsample_bilinear2d would, the CPU kernel follows.
-  bool torch_fused = true;       // fused multiply-adds (its AVX2/AVX-512 kernels)
+  // Which of PyTorch's CPU kernels computes this resize (common/linear_interp.h): the binding
+  // decides as upsample_bilinear2d would, the CPU kernel follows (and rounds as that kernel).
   bool torch_four_tap = false;   // its channels-last kernel, else its separable one
 };
 

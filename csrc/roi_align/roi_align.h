@@ -3,11 +3,11 @@
 // RoIAlignParams handed to a backend's kernel.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <functional>
+#include <optional>
 #include <vector>
 
+#include "common/stable.h"
 #include "roi_align_params.h"
 
 namespace fastmask {
@@ -32,22 +32,22 @@ struct RoIAlignBackend {
 // describe, from the RoIs in the accumulation type (as the kernels read them) and the
 // optional [K] levels. Sync-free ATen ops on the RoIs' device.
 struct RoIBuckets {
-  at::Tensor order;  // [K] int64
-  at::Tensor begin;  // [num_levels * batch_size + 1] int64
+  Tensor order;  // [K] int64
+  Tensor begin;  // [num_levels * batch_size + 1] int64
 };
-RoIBuckets bucket_rois(const at::Tensor& rois_acc, const c10::optional<at::Tensor>& levels,
-                       int64_t batch_size, int64_t num_levels);
+RoIBuckets bucket_rois(const Tensor& rois_acc, const std::optional<Tensor>& levels, int64_t batch_size,
+                       int64_t num_levels);
 
-at::Tensor multi_level_roi_align_forward(const RoIAlignBackend& backend, at::TensorList features,
-                                         const at::Tensor& rois, const c10::optional<at::Tensor>& levels,
-                                         at::ArrayRef<double> spatial_scales, int64_t pooled_height,
-                                         int64_t pooled_width, int64_t sampling_ratio, bool aligned);
+Tensor multi_level_roi_align_forward(const RoIAlignBackend& backend, const TensorList& features, const Tensor& rois,
+                                     const std::optional<Tensor>& levels, DoubleArrayRef spatial_scales,
+                                     int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+                                     bool aligned);
 
-std::vector<at::Tensor> multi_level_roi_align_backward(
-    const RoIAlignBackend& backend, const at::Tensor& grad, const at::Tensor& rois,
-    const c10::optional<at::Tensor>& levels, at::ArrayRef<double> spatial_scales,
-    at::IntArrayRef heights, at::IntArrayRef widths, int64_t batch_size, int64_t channels,
-    int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned,
-    bool channels_last);
+std::vector<Tensor> multi_level_roi_align_backward(const RoIAlignBackend& backend, const Tensor& grad,
+                                                   const Tensor& rois, const std::optional<Tensor>& levels,
+                                                   DoubleArrayRef spatial_scales, IntArrayRef heights,
+                                                   IntArrayRef widths, int64_t batch_size, int64_t channels,
+                                                   int64_t pooled_height, int64_t pooled_width,
+                                                   int64_t sampling_ratio, bool aligned, bool channels_last);
 
 }  // namespace fastmask

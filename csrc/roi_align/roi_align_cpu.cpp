@@ -11,15 +11,14 @@
 //    vectorised; forward threads own RoIs, backward threads own channel blocks.
 // Per gradient element, contributions are added in torchvision's order (RoI,
 // bin, sample, tap), so results are deterministic and equal torchvision's.
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
 #include <algorithm>
 #include <vector>
 
+#include "common/parallel.h"
+#include "common/scalar_kind_torch.h"
+#include "common/stable_aten.h"
 #include "roi_align_cpu.h"
+#include "roi_align_registration.h"
 #include "roi_align_geometry.h"
 #include "roi_align_taps.h"
 
@@ -38,7 +37,7 @@ struct RoITaps {
 template <typename A>
 std::vector<RoITaps<A>> roi_taps(const RoIAlignParams& p) {
   std::vector<RoITaps<A>> all(p.num_rois);
-  at::parallel_for(0, p.num_rois, 16, [&](int64_t begin, int64_t end) {
+  parallel_for(0, p.num_rois, 16, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
       RoITaps<A>& t = all[k];
       t.geometry = level_roi_geometry<A>(p, k, t.level);
@@ -75,7 +74,7 @@ template <typename T, typename A>
 void forward_nchw(const RoIAlignParams& p, const std::vector<RoITaps<A>>& taps) {
   const int64_t C = p.channels, PH = p.pooled_height, PW = p.pooled_width;
   T* out = static_cast<T*>(p.output);
-  at::parallel_for(0, C, 1, [&](int64_t c_begin, int64_t c_end) {
+  parallel_for(0, C, 1, [&](int64_t c_begin, int64_t c_end) {
     for (int64_t c = c_begin; c < c_end; ++c) {
       for (int64_t k = 0; k < p.num_rois; ++k) {
         const RoITaps<A>& t = taps[k];
@@ -105,7 +104,7 @@ void forward_nhwc(const RoIAlignParams& p, const std::vector<RoITaps<A>>& taps, 
   const int64_t C = p.channels, PH = p.pooled_height, PW = p.pooled_width;
   const int64_t c_stride = nchw_output ? PH * PW : 1, bin_stride = nchw_output ? 1 : C;
   T* out = static_cast<T*>(p.output);
-  at::parallel_for(0, p.num_rois, 1, [&](int64_t k_begin, int64_t k_end) {
+  parallel_for(0, p.num_rois, 1, [&](int64_t k_begin, int64_t k_end) {
     std::vector<A> acc(C);
     for (int64_t k = k_begin; k < k_end; ++k) {
       const RoITaps<A>& t = taps[k];
@@ -155,7 +154,7 @@ void backward_nchw(const RoIAlignParams& p, const std::vector<RoITaps<A>>& taps)
   const int64_t C = p.channels, PH = p.pooled_height, PW = p.pooled_width;
   const T* grad_out = static_cast<const T*>(p.grad_output);
   const int64_t* gs = p.grad_output_strides;
-  at::parallel_for(0, C, 1, [&](int64_t c_begin, int64_t c_end) {
+  parallel_for(0, C, 1, [&](int64_t c_begin, int64_t c_end) {
     for (int64_t c = c_begin; c < c_end; ++c) {
       for (int64_t k = 0; k < p.num_rois; ++k) {
         const RoITaps<A>& t = taps[k];
@@ -192,9 +191,9 @@ void backward_nhwc(const RoIAlignParams& p, const std::vector<RoITaps<A>>& taps)
   const T* grad_out = static_cast<const T*>(p.grad_output);
   const int64_t* gs = p.grad_output_strides;
   // Channel blocks: enough for every thread, long enough to vectorise.
-  const int64_t block = std::max<int64_t>(16, (C + at::get_num_threads() - 1) / at::get_num_threads());
+  const int64_t block = std::max<int64_t>(16, (C + num_threads() - 1) / num_threads());
   const int64_t num_blocks = (C + block - 1) / block;
-  at::parallel_for(0, num_blocks, 1, [&](int64_t b_begin, int64_t b_end) {
+  parallel_for(0, num_blocks, 1, [&](int64_t b_begin, int64_t b_end) {
     std::vector<A> g(block);
     for (int64_t b = b_begin; b < b_end; ++b) {
       const int64_t c0 = b * block, nc = std::min(block, C - c0);
@@ -249,14 +248,15 @@ void run_forward(const RoIAlignParams& p) {
   if (p.channels_last) return forward_nhwc<T, A>(p, taps, /*nchw_output=*/false);
   if (!worth_transposing<T, A>(p, taps)) return forward_nchw<T, A>(p, taps);
   RoIAlignParams transposed = p;
-  std::vector<at::Tensor> buffers(p.num_levels);
+  std::vector<Tensor> buffers;
   for (int l = 0; l < p.num_levels; ++l) {
     const RoIAlignLevel& lv = p.levels[l];
-    const at::Tensor nchw = at::from_blob(const_cast<void*>(lv.features),
-                                          {p.batch_size, p.channels, lv.height, lv.width},
-                                          at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
-    buffers[l] = nchw.contiguous(at::MemoryFormat::ChannelsLast);
-    transposed.levels[l].features = buffers[l].const_data_ptr();
+    const int64_t sizes[4] = {p.batch_size, p.channels, lv.height, lv.width};
+    const int64_t strides[4] = {p.channels * lv.height * lv.width, lv.height * lv.width, lv.width, 1};
+    const Tensor nchw = torch::stable::from_blob(const_cast<void*>(lv.features), sizes, strides,
+                                                 Device(DeviceType::CPU), scalar_type_of<T>());
+    buffers.push_back(aten::contiguous(nchw, MemoryFormat::ChannelsLast));
+    transposed.levels[l].features = buffers.back().const_data_ptr();
   }
   forward_nhwc<T, A>(transposed, taps, /*nchw_output=*/true);
 }
@@ -289,5 +289,19 @@ void roi_align_backward_cpu(const RoIAlignParams& p) {
     case ScalarKind::kBFloat16: return run_backward<c10::BFloat16, float>(p);
   }
 }
+
+namespace {
+
+RoIAlignBackend cpu_backend(bool /*deterministic: the CPU kernels always are*/) {
+  RoIAlignBackend b;
+  b.forward = roi_align_forward_cpu;
+  b.backward = roi_align_backward_cpu;
+  b.check_indices = true;
+  return b;
+}
+
+}  // namespace
+
+STABLE_TORCH_LIBRARY_IMPL(fastmask, CPU, m) { RoIAlignOps<cpu_backend>::register_impls(m); }
 
 }  // namespace fastmask

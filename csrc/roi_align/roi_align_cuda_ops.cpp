@@ -1,8 +1,4 @@
-// CUDA registration of the RoIAlign ops: device guard, current stream, and a
-// check of every launch.
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-
+// CUDA registration of the RoIAlign ops: every launch on the current stream, and checked.
 #include "common/cuda_launch.h"
 #include "roi_align_cuda.h"
 #include "roi_align_registration.h"
@@ -11,17 +7,15 @@ namespace fastmask {
 namespace {
 
 void forward(const RoIAlignParams& p) {
-  run_cuda_launcher("roi_align", [&] { return roi_align_forward_cuda(p, c10::cuda::getCurrentCUDAStream()); });
+  run_cuda_launcher("roi_align", [&](cudaStream_t stream) { return roi_align_forward_cuda(p, stream); });
 }
 
 void backward(const RoIAlignParams& p) {
-  run_cuda_launcher("roi_align_backward",
-                    [&] { return roi_align_backward_cuda(p, false, c10::cuda::getCurrentCUDAStream()); });
+  run_cuda_launcher("roi_align_backward", [&](cudaStream_t stream) { return roi_align_backward_cuda(p, false, stream); });
 }
 
 void backward_deterministic(const RoIAlignParams& p) {
-  run_cuda_launcher("roi_align_backward",
-                    [&] { return roi_align_backward_cuda(p, true, c10::cuda::getCurrentCUDAStream()); });
+  run_cuda_launcher("roi_align_backward", [&](cudaStream_t stream) { return roi_align_backward_cuda(p, true, stream); });
 }
 
 RoIAlignBackend cuda_backend(bool deterministic) {
@@ -38,6 +32,6 @@ RoIAlignBackend cuda_backend(bool deterministic) {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastmask, CUDA, m) { RoIAlignOps<cuda_backend>::register_impls(m); }
+STABLE_TORCH_LIBRARY_IMPL(fastmask, CUDA, m) { RoIAlignOps<cuda_backend>::register_impls(m); }
 
 }  // namespace fastmask

@@ -5,32 +5,34 @@
 //  - each bin sums weight * raw integer over its samples, then dequantizes once:
 //    scale * (sum - zero_point * sum of weights), averages, and requantizes to the features'
 //    scale and zero point (round to nearest even, clamped to the type's range).
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <torch/library.h>
+#include <torch/headeronly/util/qint32.h>
+#include <torch/headeronly/util/qint8.h>
+#include <torch/headeronly/util/quint8.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "common/parallel.h"
+#include "common/stable_aten.h"
+#include "roi_align_params.h"
 #include "roi_align_taps.h"
 
 namespace fastmask {
 namespace {
 
 template <typename Q>
-void roi_align_quantized_kernel(const at::Tensor& input, const std::vector<float>& boxes, float spatial_scale,
-                                int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
-                                bool aligned, at::Tensor& output) {
+void roi_align_quantized_kernel(const Tensor& input, double q_scale, int64_t zero_point,
+                                const std::vector<float>& boxes, float spatial_scale, int64_t pooled_height,
+                                int64_t pooled_width, int64_t sampling_ratio, bool aligned, Tensor& output) {
   using raw_t = typename Q::underlying;
   const int64_t channels = input.size(1), height = input.size(2), width = input.size(3);
   const int64_t num_rois = output.size(0);
-  const raw_t* features = reinterpret_cast<const raw_t*>(input.const_data_ptr<Q>());
-  raw_t* out = reinterpret_cast<raw_t*>(output.data_ptr<Q>());
-  const float scale = static_cast<float>(input.q_scale());
+  const raw_t* features = static_cast<const raw_t*>(input.const_data_ptr());
+  raw_t* out = static_cast<raw_t*>(output.mutable_data_ptr());
+  const float scale = static_cast<float>(q_scale);
   const float inv_scale = 1.0f / scale;
-  const int64_t zero_point = input.q_zero_point();
   constexpr int64_t qmin = std::numeric_limits<raw_t>::min();
   constexpr int64_t qmax = std::numeric_limits<raw_t>::max();
   if (height == 0 || width == 0) {  // nothing to sample: every bin is 0, i.e. the zero point
@@ -38,7 +40,7 @@ void roi_align_quantized_kernel(const at::Tensor& input, const std::vector<float
     return;
   }
 
-  at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
     std::vector<AxisTap<float>> y_taps, x_taps;
     std::vector<int32_t> y_begin, x_begin;
     for (int64_t k = begin; k < end; ++k) {
@@ -78,11 +80,11 @@ void roi_align_quantized_kernel(const at::Tensor& input, const std::vector<float
 }
 
 // The RoIs dequantized to float32, batch index 0 (only one image is allowed).
-std::vector<float> dequantized_rois(const at::Tensor& rois) {
-  const at::Tensor raw = rois.int_repr().to(at::kLong).contiguous();
-  const int64_t* q = raw.const_data_ptr<int64_t>();
-  const float scale = static_cast<float>(rois.q_scale());
-  const int64_t zero_point = rois.q_zero_point();
+std::vector<float> dequantized_rois(const Tensor& rois) {
+  const Tensor raw = aten::contiguous(aten::to(aten::int_repr(rois), ScalarType::Long));
+  const int64_t* q = static_cast<const int64_t*>(raw.const_data_ptr());
+  const float scale = static_cast<float>(aten::q_scale(rois));
+  const int64_t zero_point = aten::q_zero_point(rois);
   std::vector<float> boxes(raw.numel());
   for (int64_t i = 0; i < raw.numel(); ++i) {
     boxes[i] = i % 5 == 0 ? 0.f : scale * static_cast<float>(q[i] - zero_point);
@@ -90,43 +92,54 @@ std::vector<float> dequantized_rois(const at::Tensor& rois) {
   return boxes;
 }
 
-at::Tensor roi_align_quantized(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
-                               int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
-                               bool aligned, bool /*deterministic: no backward*/) {
-  TORCH_CHECK_VALUE(input.dim() == 4, "fastmask.roi_align: input must be a 4-D [N, C, H, W] tensor, got shape ",
-                    input.sizes());
-  TORCH_CHECK_TYPE(input.is_quantized() && input.qscheme() == at::kPerTensorAffine,
-                   "fastmask.roi_align: quantized input must be quantized per tensor (affine)");
-  TORCH_CHECK_TYPE(rois.is_quantized() && rois.qscheme() == at::kPerTensorAffine,
-                   "fastmask.roi_align: if input is quantized, rois must also be quantized (per tensor)");
-  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5,
-                    "fastmask.roi_align: rois must be a [K, 5] tensor (batch index, x1, y1, x2, y2), got shape ",
-                    rois.sizes());
-  // As torchvision: quantized batch indices need not be exact, so the batch index is not used.
-  TORCH_CHECK(input.size(0) == 1,
-              "fastmask.roi_align: Only one image per batch is allowed with quantized input, got ",
-              input.size(0), " images");
-  TORCH_CHECK_VALUE(pooled_height > 0 && pooled_width > 0, "fastmask.roi_align: output_size must be positive, got (",
-                    pooled_height, ", ", pooled_width, ")");
-  TORCH_CHECK_VALUE(sampling_ratio <= kMaxSamplingRatio, "fastmask.roi_align: sampling_ratio must be <= ",
-                    kMaxSamplingRatio, " (or <= 0 for adaptive sampling), got ", sampling_ratio);
-  TORCH_CHECK_VALUE(std::isfinite(spatial_scale) && spatial_scale > 0,
-                    "fastmask.roi_align: spatial_scale must be finite and positive, got ", spatial_scale);
+bool is_quantized(ScalarType t) {
+  return t == ScalarType::QUInt8 || t == ScalarType::QInt8 || t == ScalarType::QInt32;
+}
 
-  const at::Tensor features = input.contiguous();
-  at::Tensor output = at::_empty_affine_quantized({rois.size(0), input.size(1), pooled_height, pooled_width},
-                                                  input.options(), input.q_scale(), input.q_zero_point());
+// Per-tensor affine (the per-channel schemes are refused by q_scale, and by the Python wrapper).
+Tensor roi_align_quantized(const Tensor& input, const Tensor& rois, double spatial_scale, int64_t pooled_height,
+                           int64_t pooled_width, int64_t sampling_ratio, bool aligned,
+                           bool /*deterministic: no backward*/) {
+  FASTMASK_CHECK_VALUE(input.dim() == 4, "fastmask.roi_align: input must be a 4-D [N, C, H, W] tensor, got shape ",
+                       shape(input));
+  FASTMASK_CHECK_TYPE(is_quantized(input.scalar_type()),
+                      "fastmask.roi_align: quantized input must be quint8, qint8 or qint32, got ", input.scalar_type());
+  FASTMASK_CHECK_TYPE(is_quantized(rois.scalar_type()),
+                      "fastmask.roi_align: if input is quantized, rois must also be quantized (per tensor)");
+  FASTMASK_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5,
+                       "fastmask.roi_align: rois must be a [K, 5] tensor (batch index, x1, y1, x2, y2), got shape ",
+                       shape(rois));
+  // As torchvision: quantized batch indices need not be exact, so the batch index is not used.
+  FASTMASK_CHECK(input.size(0) == 1, "fastmask.roi_align: Only one image per batch is allowed with quantized input, got ",
+                 input.size(0), " images");
+  FASTMASK_CHECK_VALUE(pooled_height > 0 && pooled_width > 0, "fastmask.roi_align: output_size must be positive, got (",
+                       pooled_height, ", ", pooled_width, ")");
+  FASTMASK_CHECK_VALUE(sampling_ratio <= kMaxSamplingRatio, "fastmask.roi_align: sampling_ratio must be <= ",
+                       kMaxSamplingRatio, " (or <= 0 for adaptive sampling), got ", sampling_ratio);
+  FASTMASK_CHECK_VALUE(std::isfinite(spatial_scale) && spatial_scale > 0,
+                       "fastmask.roi_align: spatial_scale must be finite and positive, got ", spatial_scale);
+
+  const Tensor features = aten::contiguous(input);
+  const double scale = aten::q_scale(input);
+  const int64_t zero_point = aten::q_zero_point(input);
+  Tensor output = aten::empty_quantized({rois.size(0), input.size(1), pooled_height, pooled_width}, input, scale,
+                                        zero_point);
   if (output.numel() == 0) return output;
   const std::vector<float> boxes = dequantized_rois(rois);
-  AT_DISPATCH_QINT_TYPES(input.scalar_type(), "fastmask.roi_align (quantized)", [&] {
-    roi_align_quantized_kernel<scalar_t>(features, boxes, static_cast<float>(spatial_scale), pooled_height,
-                                         pooled_width, sampling_ratio, aligned, output);
-  });
+  const auto run = [&](auto q) {
+    roi_align_quantized_kernel<decltype(q)>(features, scale, zero_point, boxes, static_cast<float>(spatial_scale),
+                                            pooled_height, pooled_width, sampling_ratio, aligned, output);
+  };
+  switch (input.scalar_type()) {
+    case ScalarType::QUInt8: run(c10::quint8()); break;
+    case ScalarType::QInt8: run(c10::qint8()); break;
+    default: run(c10::qint32()); break;
+  }
   return output;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastmask, QuantizedCPU, m) { m.impl("roi_align", &roi_align_quantized); }
+STABLE_TORCH_LIBRARY_IMPL(fastmask, QuantizedCPU, m) { m.impl("roi_align", TORCH_BOX(&roi_align_quantized)); }
 
 }  // namespace fastmask

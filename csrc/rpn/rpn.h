@@ -3,10 +3,9 @@
 // the params handed to a backend's kernels.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <tuple>
 
+#include "common/stable.h"
 #include "nms/nms.h"
 #include "rpn_params.h"
 
@@ -21,21 +20,23 @@ struct RpnBackend {
 };
 
 // [num_images, total, 4]: every level's anchors, in torchvision's order.
-at::Tensor grid_anchors(const RpnBackend& backend, at::TensorList cell_anchors, at::IntArrayRef grid_sizes,
-                        at::IntArrayRef strides, int64_t num_images);
+Tensor grid_anchors(const RpnBackend& backend, const TensorList& cell_anchors, IntArrayRef grid_sizes,
+                    IntArrayRef strides, int64_t num_images);
 
 // [N, 4C] boxes from [N, 4C] codes relative to [N, 4] boxes (BoxCoder.decode_single).
-at::Tensor decode_boxes(const RpnBackend& backend, const at::Tensor& rel_codes, const at::Tensor& boxes,
-                        at::ArrayRef<double> weights, double bbox_xform_clip);
+Tensor decode_boxes(const RpnBackend& backend, const Tensor& rel_codes, const Tensor& boxes, DoubleArrayRef weights,
+                    double bbox_xform_clip);
 
 // [N, 4] codes of `reference_boxes` relative to `proposals` (BoxCoder.encode_single).
-at::Tensor encode_boxes(const RpnBackend& backend, const at::Tensor& reference_boxes, const at::Tensor& proposals,
-                        at::ArrayRef<double> weights);
+Tensor encode_boxes(const RpnBackend& backend, const Tensor& reference_boxes, const Tensor& proposals,
+                    DoubleArrayRef weights);
 
 // boxes [B, P, 4], scores [B, P] (zero padded), counts [B]; P = post_nms_top_n.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> generate_proposals(
-    const RpnBackend& backend, at::TensorList objectness, at::TensorList deltas, at::TensorList cell_anchors,
-    at::IntArrayRef strides, const at::Tensor& image_sizes, int64_t pre_nms_top_n, int64_t post_nms_top_n,
-    double nms_thresh, double score_thresh, double min_size, at::ArrayRef<double> weights, double bbox_xform_clip);
+std::tuple<Tensor, Tensor, Tensor> generate_proposals(const RpnBackend& backend, const TensorList& objectness,
+                                                      const TensorList& deltas, const TensorList& cell_anchors,
+                                                      IntArrayRef strides, const Tensor& image_sizes,
+                                                      int64_t pre_nms_top_n, int64_t post_nms_top_n,
+                                                      double nms_thresh, double score_thresh, double min_size,
+                                                      DoubleArrayRef weights, double bbox_xform_clip);
 
 }  // namespace fastmask

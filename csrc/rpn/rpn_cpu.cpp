@@ -4,17 +4,16 @@
 // this CPU.
 #include "rpn_cpu.h"
 
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
-#include "common/scalar_kind_aten.h"
+#include "common/parallel.h"
+#include "common/scalar_kind_torch.h"
+#include "common/stable_aten.h"
+#include "nms/nms_cpu.h"
 #include "rpn_math.h"
+#include "rpn_registration.h"
 
 namespace fastmask {
 namespace {
@@ -40,7 +39,7 @@ struct Arith<c10::BFloat16> : HostArith<c10::BFloat16, float> {};
 
 template <typename Op, typename Params>
 void run(const Params& p) {
-  at::parallel_for(0, Op::size(p), 2048, [&](int64_t begin, int64_t end) {
+  parallel_for(0, Op::size(p), 2048, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) Op::apply(p, i);
   });
 }
@@ -59,13 +58,13 @@ void for_each(const Params& p) {
 template <template <typename, rpn::Pass> class Op, typename Params>
 void with_torch_transcendentals(Params p) {
   using Float = Op<Arith<float>, rpn::Pass::kInline>;
-  const at::Tensor scratch = at::empty({Float::size(p), 2}, at::TensorOptions().dtype(aten_scalar_type(p.dtype)));
-  p.transcendental = scratch.data_ptr();
+  const Tensor scratch = aten::empty({Float::size(p), 2}, torch_scalar_type(p.dtype), Device(DeviceType::CPU));
+  p.transcendental = scratch.mutable_data_ptr();
   for_each<Op, rpn::Pass::kArguments>(p);
   if (Float::kLog)
-    scratch.log_();
+    aten::log_(scratch);
   else
-    scratch.exp_();
+    aten::exp_(scratch);
   for_each<Op, rpn::Pass::kFinish>(p);
 }
 
@@ -77,7 +76,7 @@ void anchor_rows(const AnchorParams& p) {
   std::vector<int64_t> row_start(p.num_levels + 1, 0);
   for (int l = 0; l < p.num_levels; ++l) row_start[l + 1] = row_start[l] + p.levels[l].height;
   T* first = static_cast<T*>(p.anchors);
-  at::parallel_for(0, row_start[p.num_levels], 4, [&](int64_t begin, int64_t end) {
+  parallel_for(0, row_start[p.num_levels], 4, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int l = rpn::level_of(row_start.data(), p.num_levels, r);
       const AnchorGrid& g = p.levels[l];
@@ -93,7 +92,7 @@ void anchor_rows(const AnchorParams& p) {
     }
   });
   const int64_t per_image = p.level_start[p.num_levels] * 4;
-  at::parallel_for(1, p.num_images, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(1, p.num_images, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) std::copy(first, first + per_image, first + i * per_image);
   });
 }
@@ -111,5 +110,13 @@ void grid_anchors_cpu(const AnchorParams& p) {
 void decode_boxes_cpu(const BoxCodingParams& p) { with_torch_transcendentals<rpn::DecodeOp>(p); }
 void encode_boxes_cpu(const BoxCodingParams& p) { with_torch_transcendentals<rpn::EncodeOp>(p); }
 void propose_cpu(const ProposalParams& p) { with_torch_transcendentals<rpn::ProposeOp>(p); }
+
+namespace {
+RpnBackend cpu_backend() {
+  return {grid_anchors_cpu, decode_boxes_cpu, encode_boxes_cpu, propose_cpu, multi_image_nms_cpu};
+}
+}  // namespace
+
+STABLE_TORCH_LIBRARY_IMPL(fastmask, CPU, m) { RpnOps<cpu_backend>::register_impls(m); }
 
 }  // namespace fastmask

@@ -42,14 +42,23 @@ def traced_call(fn: Callable, *args):
     return None
 
 
-def call_nms_op(op: Callable, *args):
-    """Runs an NMS op, raising its argument errors as NmsArgumentError / NmsTypeError."""
+def call_op(op: Callable, *args, value_error: type = ValueError, type_error: type = TypeError):
+    """Runs a fastmask op, raising the value and type errors of its C++ argument checks as those
+    classes. The op libraries use PyTorch's stable ABI, across which only IndexError keeps its
+    class: the others arrive as a RuntimeError whose message starts with the class name."""
     try:
         return op(*args)
-    except ValueError as exc:
-        raise NmsArgumentError(str(exc)) from None
-    except TypeError as exc:
-        raise NmsTypeError(str(exc)) from None
+    except RuntimeError as exc:
+        message = str(exc)
+        for prefix, error in (("ValueError: ", value_error), ("TypeError: ", type_error)):
+            if message.startswith(prefix):
+                raise error(message[len(prefix):]) from None
+        raise
+
+
+def call_nms_op(op: Callable, *args):
+    """Runs an NMS op, raising its argument errors as NmsArgumentError / NmsTypeError."""
+    return call_op(op, *args, value_error=NmsArgumentError, type_error=NmsTypeError)
 
 
 def check_tensor(x, name: str) -> None:

@@ -1,8 +1,10 @@
-"""Fake (meta) kernels and autograd formulas for the ops in fastmask._C.
+"""Fake (meta) kernels, autograd formulas and autocast kernels for the ops of fastmask's op
+libraries, and CUDA kernels that explain why CUDA cannot run where the CUDA library is not loaded.
 
-Registered in Python, as pytorch/extension-cpp does, so torch.compile, fake
-tensors and autograd see every op. Each registration is separate: one that
-fails (say, on an older torch) does not stop the others or `import fastmask`.
+Registered in Python, as pytorch/extension-cpp does, so torch.compile, fake tensors, autograd and
+autocast see every op (the op libraries use PyTorch's stable ABI, which registers plain kernels
+only). Each registration is separate: one that fails (say, on a newer torch) does not stop the
+others or `import fastmask`.
 """
 import warnings
 
@@ -183,25 +185,78 @@ def _resize():
         return masks.new_empty((masks.shape[0], 1, height, width), dtype=dtype)
 
 
+def _autocast():
+    """As torchvision registers its own: inside an autocast region, floating inputs (but float64)
+    on the region's device are cast to float32 and the op runs with autocast excluded; a pooled
+    output is cast back to the features' dtype, NMS returns its int64 indices. So NMS of
+    bf16/fp16 boxes under autocast computes the IoU in float32, as torchvision does. Outside
+    autocast the ops keep their native fp16/bf16 paths. The casts are ordinary differentiable
+    ops, so gradients still reach the inputs."""
+    for device, key in (("cpu", "AutocastCPU"), ("cuda", "AutocastCUDA")):
+        _register_autocast(device, key)
+
+
+def _register_autocast(device: str, key: str):
+    excluded = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
+    ops = torch.ops.fastmask
+
+    def to_float(x):  # at::autocast::cached_cast's rule
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and x.device.type == device and x.dtype != torch.float64:
+            return x.float()
+        return x
+
+    def roi_align(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, deterministic=False):
+        with torch._C._ExcludeDispatchKeyGuard(excluded):
+            out = ops.roi_align(to_float(input), to_float(rois), spatial_scale, pooled_height, pooled_width,
+                                sampling_ratio, aligned, deterministic)
+        return out.to(input.dtype)
+
+    def multi_level_roi_align(features, rois, levels, spatial_scales, pooled_height, pooled_width, sampling_ratio,
+                              aligned, deterministic=False):
+        with torch._C._ExcludeDispatchKeyGuard(excluded):
+            out = ops.multi_level_roi_align([to_float(f) for f in features], to_float(rois), levels, spatial_scales,
+                                            pooled_height, pooled_width, sampling_ratio, aligned, deterministic)
+        return out.to(features[0].dtype)  # the op has rejected an empty list
+
+    def nms(boxes, scores, iou_threshold):
+        with torch._C._ExcludeDispatchKeyGuard(excluded):
+            return ops.nms(to_float(boxes), to_float(scores), iou_threshold)
+
+    def batched_nms(boxes, scores, idxs, iou_threshold):
+        with torch._C._ExcludeDispatchKeyGuard(excluded):
+            return ops.batched_nms(to_float(boxes), to_float(scores), idxs, iou_threshold)
+
+    def multi_image_nms(boxes, scores, idxs, valid, iou_threshold, max_output):
+        with torch._C._ExcludeDispatchKeyGuard(excluded):
+            return ops.multi_image_nms(to_float(boxes), to_float(scores), idxs, valid, iou_threshold, max_output)
+
+    for kernel in (roi_align, multi_level_roi_align, nms, batched_nms, multi_image_nms):
+        _library.impl(kernel.__name__, kernel, key)
+
+
 _OPS = ("roi_align", "roi_align_backward", "multi_level_roi_align", "multi_level_roi_align_backward",
         "nms", "batched_nms", "multi_image_nms", "grid_anchors", "decode_boxes", "encode_boxes",
         "generate_proposals", "resize_bilinear", "preprocess_images", "paste_masks_in_image")
 
 
 def _cuda_stubs():
-    """A CPU-only build registers CUDA kernels that explain themselves, instead of the
+    """Where the CUDA op library is not loaded (a CPU-only build, a torch without CUDA or with
+    another CUDA major version), CUDA kernels that say why and what to install, instead of the
     dispatcher's "could not run ... with arguments from the 'CUDA' backend"."""
+    reason = _loader._state["cuda_error"]
 
-    def raise_cpu_only(*args, **kwargs):
-        raise _loader.FastmaskBuildError(_loader.cpu_only_message())
+    def raise_no_cuda(*args, **kwargs):
+        raise _loader.FastmaskBuildError(reason)
 
     for op in _OPS:
-        torch.library.impl(_lib + op, "CUDA")(raise_cpu_only)
+        _library.impl(op, raise_no_cuda, "CUDA")
 
 
-_ext = _loader._state["ext"]
-if _ext is not None:  # without _C there are no ops to register for
-    for _register in (_roi_align, _multi_level_roi_align, _nms, _rpn, _resize):
+# Kept for the life of the process: the registrations made through it last as long as it does.
+_library = torch.library.Library("fastmask", "IMPL")
+
+if _loader._state["ext"] is not None:  # without the op library there are no ops to register for
+    for _register in (_roi_align, _multi_level_roi_align, _nms, _rpn, _resize, _autocast):
         _safely(_register)
-    if not _ext.with_cuda:
+    if _loader._state["cuda_error"] is not None:
         _safely(_cuda_stubs)
