@@ -92,17 +92,22 @@ def group_candidates(order, classes, valid, tile):
         group_start = group_start | cls.ne(cls.roll(1, 1))
     group_begin = torch.where(group_start, slot, 0).cummax(1)[0]
     tile_start = ((slot - group_begin).remainder(tile).eq(0) & slot.lt(num_valid.unsqueeze(1))).flatten()
-    record = torch.arange(B * N).mul_(2).add_(group_start.flatten())
+    flat_slot = torch.arange(B * N)
+    record = flat_slot * 2 + group_start.flatten().long()
     position = tile_start.cumsum(0)
-    tiles = torch.empty(B * N + 1, dtype=torch.int64).scatter_(0, torch.where(tile_start, position - 1, B * N), record)
+    target = torch.where(tile_start, position - 1, flat_slot + B * N)
+    assert len(set(target.tolist())) == B * N  # every slot stores to an entry of its own
+    tiles = torch.zeros(2 * B * N, dtype=torch.int64).scatter(0, target, record)[: B * N]
     num_tiles = position[B * N - 1 :]
-    return ranks, num_valid, tiles, num_tiles
+    first_tiles = torch.where(tiles & 1 == 1, flat_slot, 0).cummax(0)[0]
+    return ranks, num_valid, tiles, num_tiles, first_tiles
 
 
 class Device:
     """Global memory of one call."""
 
-    def __init__(self, boxes, order, ranks, num_valid, tiles, num_tiles, max_output, threshold, zero_exceeds):
+    def __init__(self, boxes, order, ranks, num_valid, tiles, num_tiles, first_tiles, max_output, threshold,
+                 zero_exceeds):
         self.B, self.N = order.shape
         self.words = (self.N + WORD - 1) // WORD
         self.boxes = boxes  # [B, N, 4] in score order, box dtype
@@ -111,6 +116,7 @@ class Device:
         self.num_valid = num_valid.numpy()
         self.tiles = tiles.numpy()
         self.num_tiles = int(num_tiles[0])
+        self.first_tiles = first_tiles.numpy()
         self.tile_status = np.zeros(self.B * self.N, dtype=np.int64)
         self.next_ticket = 0
         self.kept = np.zeros(self.B * self.words, dtype=np.uint64)
@@ -193,9 +199,8 @@ def greedy_block(dev):
         end = int(dev.num_valid[image])
         if ticket + 1 < dev.num_tiles and (int(dev.tiles[ticket + 1]) >> 1) // N == image:
             end = (int(dev.tiles[ticket + 1]) >> 1) - image * N
-        first_tile = ticket
-        while not int(dev.tiles[first_tile]) & 1:
-            first_tile -= 1
+        first_tile = int(dev.first_tiles[ticket])
+        assert int(dev.tiles[first_tile]) & 1 and all(not int(dev.tiles[u]) & 1 for u in range(first_tile + 1, ticket + 1))
         ranks = dev.ranks[image * N : (image + 1) * N]  # a view: writes go to global memory
         boxes = dev.boxes[image]
 
@@ -309,11 +314,11 @@ def multi_image_nms(boxes, scores, iou_threshold, idxs=None, valid=None, max_out
     classes = idxs.to(torch.int64).gather(1, order) if idxs is not None else None
     sorted_valid = valid.gather(1, order) if valid is not None else None
     # nms_cuda_ops.cpp, then the launcher
-    ranks, num_valid, tiles, num_tiles = group_candidates(order, classes, sorted_valid, tile)
+    ranks, num_valid, tiles, num_tiles, first_tiles = group_candidates(order, classes, sorted_valid, tile)
     t = threshold_in(float(iou_threshold), np.float64 if boxes.dtype == torch.float64 else np.float32)
     threshold = torch.tensor(t, dtype=compare_dtype(boxes.dtype))
     zero_exceeds = bool(torch.zeros((), dtype=threshold.dtype) > threshold)
-    dev = Device(sorted_boxes, order, ranks, num_valid, tiles, num_tiles, M, threshold, zero_exceeds)
+    dev = Device(sorted_boxes, order, ranks, num_valid, tiles, num_tiles, first_tiles, M, threshold, zero_exceeds)
     blocks = max(1, min(num_blocks, B * N))
     run_blocks(dev, blocks, random.Random(seed))
     return write_kept(dev, min(B, blocks))

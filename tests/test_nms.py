@@ -348,6 +348,38 @@ def test_cuda_large_groups_equal_cpu(seed, dtype):
 
 
 @pytest.mark.cuda
+def test_cuda_single_class_100k_boxes_equal_cpu(seed):
+    # One group of ~400 tiles: every tile finds its group's first tile (first_tiles, computed once
+    # by the binding) and settles after the ~400-link chain before it.
+    boxes, scores = random_boxes(100_000, size=20000.0, max_wh=40.0)
+    for threshold in (0.3, 0.7):
+        assert torch.equal(nms(boxes.cuda(), scores.cuda(), threshold).cpu(), nms(boxes, scores, threshold))
+
+
+@pytest.mark.cuda
+def test_cuda_graph_replay_of_multi_image_nms_equals_eager(seed):
+    # No host synchronisation anywhere: the call captures in a CUDA graph, and replays on new
+    # inputs copied into the captured ones give eager's results.
+    cases = [random_case(4, 600, torch.float32, classes=5, valid_fraction=0.8) for _ in range(3)]
+    static = [t.cuda() for t in cases[0]]
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        multi_image_nms(static[0], static[1], 0.5, idxs=static[2], valid=static[3], max_output=100)  # warm-up
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        keep, counts = multi_image_nms(static[0], static[1], 0.5, idxs=static[2], valid=static[3], max_output=100)
+    for case in cases[1:] + cases[:1]:
+        for target, value in zip(static, case):
+            target.copy_(value)
+        graph.replay()
+        expected = multi_image_nms(*(t.cuda() for t in case[:2]), 0.5, idxs=case[2].cuda(), valid=case[3].cuda(),
+                                   max_output=100)
+        assert torch.equal(keep, expected[0]) and torch.equal(counts, expected[1])
+
+
+@pytest.mark.cuda
 def test_cuda_truncation_at_tile_boundaries():
     # A group's earlier tiles (256 candidates each) keep max_output - 1, max_output or
     # max_output + 1 boxes: a later tile starts with room 1 (and must still drop its first

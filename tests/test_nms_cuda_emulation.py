@@ -79,11 +79,25 @@ def test_emulation_valid_first_grouping():
     order = torch.arange(6).unsqueeze(0)
     classes = torch.tensor([[big, 3, big, 3, big, big]])
     valid = torch.tensor([[False, True, True, False, True, False]])
-    ranks, num_valid, tiles, num_tiles = emu.group_candidates(order, classes, valid, tile=256)
+    ranks, num_valid, tiles, num_tiles, first_tiles = emu.group_candidates(order, classes, valid, tile=256)
     assert ranks[0, :3].tolist() == [1, 2, 4] and num_valid.tolist() == [3]
     assert int(num_tiles) == 2 and tiles[:2].tolist() == [2 * 0 + 1, 2 * 1 + 1]
-    ranks, _, tiles, num_tiles = emu.group_candidates(order, classes, valid, tile=1)
+    assert first_tiles[:2].tolist() == [0, 1]
+    ranks, _, tiles, num_tiles, first_tiles = emu.group_candidates(order, classes, valid, tile=1)
     assert int(num_tiles) == 3 and tiles[:3].tolist() == [1, 3, 2 * 2]  # a second tile of class big
+    assert first_tiles[:3].tolist() == [0, 1, 1]  # ... whose group starts at tile 1
+
+
+def test_emulation_long_tile_chains():
+    # One class of many tiles per image (as a single-class nms of 10^5 boxes, scaled down by small
+    # tiles): each tile finds its group's first tile from first_tiles (computed once by the
+    # binding), which the emulation checks against a walk back over the tiles.
+    boxes, scores, _, _ = random_case(3, 200, torch.float32)
+    ranks, num_valid, tiles, num_tiles, first_tiles = emu.group_candidates(
+        scores.sort(stable=True, dim=1, descending=True)[1], None, None, tile=4)
+    assert int(num_tiles) == 150 and first_tiles[:150].tolist() == [50 * (t // 50) for t in range(150)]
+    for num_blocks in (1, 5):
+        check(boxes, scores, 0.5, tile=4, num_blocks=num_blocks, seed=num_blocks)
 
 
 def test_emulation_empty_and_degenerate():

@@ -123,6 +123,18 @@ inline bool is_integral(ScalarType t, bool include_bool) {
   }
 }
 
+// A tensor's dtype as its code, the ScalarType's value: also for quantized tensors, which the
+// stable ABI's conversion to ScalarType (Tensor::scalar_type) does not know.
+inline int32_t dtype_code(const Tensor& t) {
+  int32_t code = 0;
+  TORCH_ERROR_CODE_CHECK(aoti_torch_get_dtype(t.get(), &code));
+  return code;
+}
+inline bool has_dtype(const Tensor& t, ScalarType s) { return dtype_code(t) == static_cast<int32_t>(s); }
+inline bool is_quantized(const Tensor& t) { return torch::headeronly::isQIntType(static_cast<ScalarType>(dtype_code(t))); }
+// The dtype's name, as torch prints it ("Float", "QUInt8").
+inline const char* dtype_name(const Tensor& t) { return torch::headeronly::toString(static_cast<ScalarType>(dtype_code(t))); }
+
 // Same device (type and index), as ATen's Device == (a tensor's device always has an index
 // except on the CPU).
 inline bool same_device(const Tensor& a, const Tensor& b) { return a.device() == b.device(); }

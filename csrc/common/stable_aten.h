@@ -31,7 +31,9 @@ std::array<StableIValue, (Returns > sizeof...(Args) ? Returns : sizeof...(Args))
                                                                                      const Args&... args) {
   std::array<StableIValue, (Returns > sizeof...(Args) ? Returns : sizeof...(Args))> stack{
       torch::stable::detail::from(args)...};
-  TORCH_ERROR_CODE_CHECK(torch_call_dispatcher(name, overload, stack.data(), TORCH_TARGET_VERSION));
+  // torch before 2.15 keeps the failure's message to itself (it may print it): name the operator.
+  FASTMASK_CHECK(torch_call_dispatcher(name, overload, stack.data(), TORCH_TARGET_VERSION) == AOTI_TORCH_SUCCESS,
+                 "fastmask: ATen's ", name, overload[0] ? "." : "", overload, " failed, called by a fastmask op");
   return stack;
 }
 
@@ -189,10 +191,5 @@ inline int64_t q_zero_point(const Tensor& t) {
   return torch::stable::detail::to<int64_t>(call<1>("aten::q_zero_point", "", t)[0]);
 }
 inline Tensor int_repr(const Tensor& t) { return tensor_op("aten::int_repr", "", t); }
-inline Tensor empty_quantized(IntArrayRef sizes, const Tensor& like, double scale, int64_t zero_point) {
-  return tensor_op("aten::_empty_affine_quantized", "", sizes, std::optional<ScalarType>(like.scalar_type()),
-                   std::optional<torch::headeronly::Layout>(), std::optional<Device>(like.device()),
-                   std::optional<bool>(), scale, zero_point, std::optional<MemoryFormat>(MemoryFormat::Contiguous));
-}
 
 }  // namespace fastmask::aten

@@ -146,8 +146,15 @@ __device__ __forceinline__ int wait_settled(int32_t* status) {
   return settled - 1;
 }
 
+// Resident blocks per SM the greedy kernel's registers must allow: 6 of the 8 its 256 threads
+// could fill for float, half and bf16 (ptxas, CUDA 13.0, sm_90: 39-40 registers with the bound,
+// 44 without, which would allow 5), 4 for double (62 registers). The bound keeps a change to the
+// kernel from silently costing a block per SM.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) greedy_kernel(const NmsParams p, const NmsCudaGroups g,
+constexpr int kGreedyBlocksPerSM = sizeof(T) == 8 ? 4 : 6;
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads, kGreedyBlocksPerSM<T>) greedy_kernel(const NmsParams p, const NmsCudaGroups g,
                                                           typename DeviceArith<T>::V threshold, bool zero_exceeds) {
   using V = typename DeviceArith<T>::V;
   __shared__ Box<V> alive[kNmsTile];  // the tile's alive candidates, in score order
@@ -176,8 +183,7 @@ __global__ void __launch_bounds__(kThreads) greedy_kernel(const NmsParams p, con
     int end = static_cast<int>(g.num_valid[image]);
     if (ticket + 1 < num_tiles && (g.tiles[ticket + 1] >> 1) / N == image)
       end = static_cast<int>((g.tiles[ticket + 1] >> 1) - image * N);
-    int64_t first_tile = ticket;  // of the group
-    while (!(g.tiles[first_tile] & 1)) --first_tile;
+    const int64_t first_tile = g.first_tiles[ticket];  // of the group
     int32_t* ranks = g.ranks + image * N;
     const T* boxes = static_cast<const T*>(p.boxes) + image * N * 4;
 

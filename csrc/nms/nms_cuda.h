@@ -22,10 +22,12 @@ struct NmsCudaGroups {
   // greedy kernel overwrites the first slots of each tile with the ranks it keeps.
   int32_t* ranks = nullptr;
   const int64_t* num_valid = nullptr;  // [B]
-  // [B * N + 1]: the tiles in (image, slot) order, 2 * (b * N + first slot),
-  // plus 1 when the tile starts its group; entries past num_tiles are scratch.
+  // [B * N]: the tiles in (image, slot) order, 2 * (b * N + first slot),
+  // plus 1 when the tile starts its group; entries past num_tiles are unused.
   const int64_t* tiles = nullptr;
   const int64_t* num_tiles = nullptr;  // [1]
+  // [B * N]: for each tile, the first tile of its group (entries past num_tiles unused).
+  const int64_t* first_tiles = nullptr;
   // [B * N] zeroed: 1 + the kept count of each settled tile (by ticket).
   int32_t* tile_status = nullptr;
   unsigned long long* kept = nullptr;  // [B, nms_kept_words(N)] zeroed: kept flags by score rank
@@ -33,8 +35,8 @@ struct NmsCudaGroups {
   // block takes one ticket past the last tile.
   unsigned long long* next_ticket = nullptr;
   // Persistent blocks of the greedy kernel: the GPU's thread capacity in blocks. The kernel's
-  // registers let fewer run at once (5 of 8 per SM on sm_90); the others start as those exit,
-  // and find no ticket left.
+  // registers let fewer run at once (6 of 8 per SM on sm_90, 4 in double: nms_cuda.cu); the
+  // others start as those exit, and find no ticket left.
   int num_blocks = 1;
 };
 

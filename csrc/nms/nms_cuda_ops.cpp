@@ -19,8 +19,9 @@ namespace {
 struct GroupedCandidates {
   Tensor ranks;      // [B, N] int32
   Tensor num_valid;  // [B] int64
-  Tensor tiles;      // [B * N + 1] int64
-  Tensor num_tiles;  // [1] int64
+  Tensor tiles;        // [B * N] int64
+  Tensor num_tiles;    // [1] int64
+  Tensor first_tiles;  // [B * N] int64
 };
 
 // Per image: the valid candidates grouped by class (ascending), in score order
@@ -59,14 +60,21 @@ GroupedCandidates group_candidates(const SortedNmsInputs& in) {
   const Tensor tile_start = aten::flatten(
       aten::bitwise_and(aten::eq(aten::remainder(in_group, index(kNmsTile)), index(0)),
                         aten::lt(slot, aten::unsqueeze(out.num_valid, 1))));
-  const Tensor record = aten::add_integers(aten::mul(aten::arange(B * N, device), index(2)),
-                                           aten::to(aten::flatten(group_start), ScalarType::Long));
-  // Ordered compaction of the tile starts; the others all land on the spare last entry.
+  const Tensor flat_slot = aten::arange(B * N, device);
+  const Tensor record = aten::add_integers(aten::mul(flat_slot, index(2)), aten::to(aten::flatten(group_start), ScalarType::Long));
+  // Ordered compaction of the tile starts into the first num_tiles entries. Every other slot is
+  // stored too (a scatter writes each index), each to an entry of its own past the first B * N,
+  // so no two stores go to one address.
   const Tensor position = aten::cumsum(tile_start, 0);
-  const Tensor position_minus_one = aten::add_integers(position, aten::expand(index(-1), {B * N}));
-  out.tiles = aten::scatter(aten::empty({B * N + 1}, ScalarType::Long, device), 0,
-                            aten::where(tile_start, position_minus_one, index(B * N)), record);
+  const Tensor target = aten::where(tile_start, aten::add_integers(position, aten::expand(index(-1), {B * N})),
+                                    aten::add_integers(flat_slot, aten::expand(index(B * N), {B * N})));
+  out.tiles = aten::narrow(aten::scatter(aten::zeros({2 * B * N}, ScalarType::Long, device), 0, target, record), 0, 0,
+                           B * N);
   out.num_tiles = aten::narrow(position, 0, B * N - 1, 1);
+  // Each tile's group's first tile: the last tile at or before it that starts a group (record & 1),
+  // once here rather than by a walk back over the group's tiles in every block.
+  const Tensor starts_group = aten::eq(aten::bitwise_and(out.tiles, index(1)), index(1));
+  out.first_tiles = aten::cummax(aten::where(starts_group, flat_slot, index(0)), 0).first;
   return out;
 }
 
@@ -99,6 +107,7 @@ void multi_image_nms_cuda_run(const SortedNmsInputs& in) {
   g.num_valid = grouped.num_valid.const_data_ptr<int64_t>();
   g.tiles = grouped.tiles.const_data_ptr<int64_t>();
   g.num_tiles = grouped.num_tiles.const_data_ptr<int64_t>();
+  g.first_tiles = grouped.first_tiles.const_data_ptr<int64_t>();
   g.tile_status = tile_status.mutable_data_ptr<int32_t>();
   g.kept = reinterpret_cast<unsigned long long*>(kept.mutable_data_ptr<int64_t>());
   g.next_ticket = g.kept + kept_words;

@@ -17,7 +17,7 @@ namespace {
 // tensor is quantized exactly when its dtype is a quantized one, and aten::q_scale accepts only
 // per-tensor affine quantized tensors (it raises for every other scheme).
 bool is_per_tensor_affine(const Tensor& t) {
-  if (!torch::headeronly::isQIntType(t.scalar_type())) return false;
+  if (!is_quantized(t)) return false;
   try {
     (void)aten::q_scale(t);
   } catch (const std::exception&) {
@@ -31,7 +31,7 @@ Tensor nms_quantized(const Tensor& boxes, const Tensor& scores, double iou_thres
                       "fastmask.nms: quantized boxes must be quantized per tensor (affine)");
   FASTMASK_CHECK_TYPE(is_per_tensor_affine(scores),
                       "fastmask.nms: if boxes are quantized, scores must also be quantized (per tensor), got ",
-                      scores.scalar_type());
+                      dtype_name(scores));
   // fastmask::nms through the dispatcher: the float kernels of the boxes' device (CPU).
   return aten::tensor_op("fastmask::nms", "", aten::to(aten::int_repr(boxes), ScalarType::Float),
                          aten::to(aten::int_repr(scores), ScalarType::Double), iou_threshold);

@@ -98,7 +98,7 @@ void run_output(const PasteParams& p, const TorchBilinearRounding& rounding) {
 
 template <typename T, typename A>
 void run_rounded(const PasteParams& p) {
-  const TorchBilinearRounding& r = torch_bilinear_rounding();
+  const TorchBilinearRounding& r = torch_bilinear_rounding(p.dtype);
   const bool separable = r.separable.blend_fused, four_tap = r.four_tap.blend_fused;
   if (separable && four_tap) return run_output<T, A, true, true>(p, r);
   if (separable) return run_output<T, A, true, false>(p, r);

@@ -202,8 +202,9 @@ void resize_bilinear_cpu(const ResizeParams* jobs, int64_t count, const TorchBil
 
 void resize_bilinear_cpu(const ResizeParams* jobs, int64_t count) {
   // uint8 output rounds the exact value (PyTorch's uint8 kernel is a fixed-point one): fused.
-  const bool exact = count > 0 && jobs[0].dst_uint8;
-  resize_bilinear_cpu(jobs, count, exact ? TorchBilinearRounding{} : torch_bilinear_rounding());
+  if (count == 0) return;
+  const bool exact = jobs[0].dst_uint8;
+  resize_bilinear_cpu(jobs, count, exact ? TorchBilinearRounding{} : torch_bilinear_rounding(jobs[0].dtype));
 }
 
 STABLE_TORCH_LIBRARY_IMPL(fastmask, CPU, m) { ResizeOps<resize_bilinear_cpu>::register_impls(m); }

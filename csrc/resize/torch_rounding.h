@@ -7,8 +7,10 @@
 
 namespace fastmask {
 
-// Found once per process: upsample_bilinear2d (through the dispatcher) on two probes, one per
-// kernel, compared with fastmask's resize under each rounding.
-const TorchBilinearRounding& torch_bilinear_rounding();
+// For float64 or float32 kernels (float16 and bfloat16: float32's, in which they compute). Found
+// once per process: upsample_bilinear2d (through the dispatcher) on probes, one per kernel and
+// type, compared with fastmask's resize under each rounding (torch 2.15 rounds float32's
+// separable kernel otherwise than float64's).
+const TorchBilinearRounding& torch_bilinear_rounding(ScalarKind dtype);
 
 }  // namespace fastmask

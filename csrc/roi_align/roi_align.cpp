@@ -203,8 +203,11 @@ std::vector<Tensor> multi_level_roi_align_backward(const RoIAlignBackend& backen
   }
   const std::optional<Tensor> levels_c = levels ? std::optional<Tensor>(aten::contiguous(*levels)) : std::nullopt;
   p.roi_levels = levels_c ? static_cast<const int64_t*>(levels_c->const_data_ptr()) : nullptr;
-  p.grad_output = grad.const_data_ptr();
-  for (int d = 0; d < 4; ++d) p.grad_output_strides[d] = grad.stride(d);
+  // The deterministic kernel's threads own channels: handed the gradient channels-innermost (one
+  // copy), a warp's loads are contiguous instead of PH * PW apart. The values are the same.
+  const Tensor grad_output = backend.channels_last_gradient ? aten::contiguous(grad, MemoryFormat::ChannelsLast) : grad;
+  p.grad_output = grad_output.const_data_ptr();
+  for (int d = 0; d < 4; ++d) p.grad_output_strides[d] = grad_output.stride(d);
 
   // RoIs on an empty level get no gradient (level_roi_geometry); the others do.
   bool any_pixel = false;

@@ -30,7 +30,8 @@ struct RoIAlignBackend {
 
 // RoI indices grouped by (level, image), as RoIAlignParams::roi_order / bucket_begin
 // describe, from the RoIs in the accumulation type (as the kernels read them) and the
-// optional [K] levels. Sync-free ATen ops on the RoIs' device.
+// optional [K] levels: a stable sort of the RoIs' bucket keys, then a searchsorted of the bucket
+// boundaries in the sorted keys (not a counting pass). Sync-free ATen ops on the RoIs' device.
 struct RoIBuckets {
   Tensor order;  // [K] int64
   Tensor begin;  // [num_levels * batch_size + 1] int64

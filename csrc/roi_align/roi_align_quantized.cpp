@@ -92,19 +92,16 @@ std::vector<float> dequantized_rois(const Tensor& rois) {
   return boxes;
 }
 
-bool is_quantized(ScalarType t) {
-  return t == ScalarType::QUInt8 || t == ScalarType::QInt8 || t == ScalarType::QInt32;
-}
-
 // Per-tensor affine (the per-channel schemes are refused by q_scale, and by the Python wrapper).
 Tensor roi_align_quantized(const Tensor& input, const Tensor& rois, double spatial_scale, int64_t pooled_height,
                            int64_t pooled_width, int64_t sampling_ratio, bool aligned,
                            bool /*deterministic: no backward*/) {
   FASTMASK_CHECK_VALUE(input.dim() == 4, "fastmask.roi_align: input must be a 4-D [N, C, H, W] tensor, got shape ",
                        shape(input));
-  FASTMASK_CHECK_TYPE(is_quantized(input.scalar_type()),
-                      "fastmask.roi_align: quantized input must be quint8, qint8 or qint32, got ", input.scalar_type());
-  FASTMASK_CHECK_TYPE(is_quantized(rois.scalar_type()),
+  const bool quint8 = has_dtype(input, ScalarType::QUInt8), qint8 = has_dtype(input, ScalarType::QInt8);
+  FASTMASK_CHECK_TYPE(quint8 || qint8 || has_dtype(input, ScalarType::QInt32),
+                      "fastmask.roi_align: quantized input must be quint8, qint8 or qint32, got ", dtype_name(input));
+  FASTMASK_CHECK_TYPE(is_quantized(rois),
                       "fastmask.roi_align: if input is quantized, rois must also be quantized (per tensor)");
   FASTMASK_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5,
                        "fastmask.roi_align: rois must be a [K, 5] tensor (batch index, x1, y1, x2, y2), got shape ",
@@ -122,20 +119,25 @@ Tensor roi_align_quantized(const Tensor& input, const Tensor& rois, double spati
   const Tensor features = aten::contiguous(input);
   const double scale = aten::q_scale(input);
   const int64_t zero_point = aten::q_zero_point(input);
-  Tensor output = aten::empty_quantized({rois.size(0), input.size(1), pooled_height, pooled_width}, input, scale,
-                                        zero_point);
-  if (output.numel() == 0) return output;
-  const std::vector<float> boxes = dequantized_rois(rois);
-  const auto run = [&](auto q) {
-    roi_align_quantized_kernel<decltype(q)>(features, scale, zero_point, boxes, static_cast<float>(spatial_scale),
-                                            pooled_height, pooled_width, sampling_ratio, aligned, output);
-  };
-  switch (input.scalar_type()) {
-    case ScalarType::QUInt8: run(c10::quint8()); break;
-    case ScalarType::QInt8: run(c10::qint8()); break;
-    default: run(c10::qint32()); break;
+  // The raw integers first (the stable ABI names no quantized dtype), then the quantized tensor
+  // of the input's type, scale and zero point around them.
+  const ScalarType raw_type = quint8 ? ScalarType::Byte : qint8 ? ScalarType::Char : ScalarType::Int;
+  Tensor raw = aten::empty({rois.size(0), input.size(1), pooled_height, pooled_width}, raw_type,
+                           Device(DeviceType::CPU));
+  if (raw.numel() > 0) {
+    const std::vector<float> boxes = dequantized_rois(rois);
+    const auto run = [&](auto q) {
+      roi_align_quantized_kernel<decltype(q)>(features, scale, zero_point, boxes, static_cast<float>(spatial_scale),
+                                              pooled_height, pooled_width, sampling_ratio, aligned, raw);
+    };
+    if (quint8)
+      run(c10::quint8());
+    else if (qint8)
+      run(c10::qint8());
+    else
+      run(c10::qint32());
   }
-  return output;
+  return aten::tensor_op("aten::_make_per_tensor_quantized_tensor", "", raw, scale, zero_point);
 }
 
 }  // namespace

@@ -201,11 +201,13 @@ def _register_autocast(device: str, key: str):
     ops = torch.ops.fastmask
 
     def to_float(x):  # at::autocast::cached_cast's rule
-        if isinstance(x, torch.Tensor) and x.is_floating_point() and x.device.type == device and x.dtype != torch.float64:
+        floating = isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != torch.float64
+        if floating and x.device.type == device:
             return x.float()
         return x
 
-    def roi_align(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, deterministic=False):
+    def roi_align(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned,
+                  deterministic=False):
         with torch._C._ExcludeDispatchKeyGuard(excluded):
             out = ops.roi_align(to_float(input), to_float(rois), spatial_scale, pooled_height, pooled_width,
                                 sampling_ratio, aligned, deterministic)

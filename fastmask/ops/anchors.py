@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .._loader import check_device
-from ._checks import check_tensor
+from ._checks import call_op, check_tensor
 
 __all__ = ["AnchorGenerator", "make_cell_anchors", "grid_anchors", "level_strides"]
 
@@ -79,8 +79,10 @@ def grid_anchors(cell_anchors: List[Tensor], grid_sizes: List[Tuple[int, int]], 
             check_tensor(c, f"cell_anchors[{i}]")
         check_device(cell_anchors[0].device)
     levels = len(cell_anchors)
-    return torch.ops.fastmask.grid_anchors(list(cell_anchors), _flat_pairs(grid_sizes, "grid_sizes", levels),
-                                           _flat_pairs(strides, "strides", levels), int(num_images))
+    sizes, steps = _flat_pairs(grid_sizes, "grid_sizes", levels), _flat_pairs(strides, "strides", levels)
+    if not torch.jit.is_scripting():
+        return call_op(torch.ops.fastmask.grid_anchors, list(cell_anchors), sizes, steps, int(num_images))
+    return torch.ops.fastmask.grid_anchors(list(cell_anchors), sizes, steps, int(num_images))
 
 
 class AnchorGenerator(nn.Module):

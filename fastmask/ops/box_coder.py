@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .._loader import check_device
-from ._checks import check_tensor
+from ._checks import call_op, check_tensor
 
 __all__ = ["BoxCoder", "decode_boxes", "encode_boxes"]
 
@@ -73,6 +73,7 @@ def decode_boxes(rel_codes: Tensor, boxes: Tensor, weights: Tuple[float, float, 
         check_tensor(rel_codes, "rel_codes")
         check_tensor(boxes, "boxes")
         check_device(rel_codes.device)
+        return call_op(torch.ops.fastmask.decode_boxes, rel_codes, boxes, _weights(weights), float(bbox_xform_clip))
     return torch.ops.fastmask.decode_boxes(rel_codes, boxes, _weights(weights), float(bbox_xform_clip))
 
 
@@ -88,6 +89,8 @@ def encode_boxes(reference_boxes: Tensor, proposals: Tensor,
     if (reference_boxes.dtype != proposals.dtype and reference_boxes.is_floating_point()
             and proposals.is_floating_point()):
         return encode_reference(reference_boxes, proposals, _weights(weights))
+    if not torch.jit.is_scripting():
+        return call_op(torch.ops.fastmask.encode_boxes, reference_boxes, proposals, _weights(weights))
     return torch.ops.fastmask.encode_boxes(reference_boxes, proposals, _weights(weights))
 
 

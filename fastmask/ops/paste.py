@@ -5,7 +5,7 @@ import torch
 from torch import Tensor
 
 from .._loader import check_device
-from ._checks import check_tensor
+from ._checks import call_op, check_tensor
 
 __all__ = ["paste_masks_in_image"]
 
@@ -56,7 +56,10 @@ def paste_masks_in_image(
         (float32: at most 1-2 ulp). Boxes wholly outside the image give empty masks, where
         torchvision raises a shape error. No full-image intermediate per mask is allocated.
     """
+    cut = None if threshold is None else float(threshold)
     if not torch.jit.is_scripting():
         _check_arguments(masks, boxes, img_shape, padding)
+        return call_op(torch.ops.fastmask.paste_masks_in_image, masks, boxes, int(img_shape[0]), int(img_shape[1]),
+                       int(padding), cut)
     return torch.ops.fastmask.paste_masks_in_image(masks, boxes, int(img_shape[0]), int(img_shape[1]), int(padding),
-                                                   None if threshold is None else float(threshold))
+                                                   cut)

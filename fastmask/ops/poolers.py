@@ -9,7 +9,7 @@ import torch.fx
 from torch import Tensor, nn
 
 from .._loader import check_device
-from ._checks import check_boxes, check_features, deterministic_flag, output_pair, traced_call
+from ._checks import call_op, check_boxes, check_features, deterministic_flag, output_pair, traced_call
 from .roi_align import convert_boxes_to_roi_format, roi_align
 
 __all__ = ["MultiScaleRoIAlign", "infer_scales", "map_levels"]
@@ -113,6 +113,9 @@ def _multiscale_roi_align(
     k_min, k_max = _level(scales[0]), _level(scales[-1])
     rois = convert_boxes_to_roi_format(boxes)
     levels = map_levels(rois[:, 1:], k_min, k_max, canonical_scale, canonical_level)
+    if not torch.jit.is_scripting():
+        return call_op(torch.ops.fastmask.multi_level_roi_align, features, rois, levels, kernel_scales, output_size[0],
+                       output_size[1], sampling_ratio, False, deterministic_flag(deterministic))
     return torch.ops.fastmask.multi_level_roi_align(
         features, rois, levels, kernel_scales, output_size[0], output_size[1], sampling_ratio, False,
         deterministic_flag(deterministic),

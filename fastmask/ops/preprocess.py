@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .._loader import check_device
-from ._checks import check_tensor
+from ._checks import call_op, check_tensor
 
 __all__ = ["preprocess_images", "resized_image_size", "image_size", "boxes_to_original"]
 
@@ -80,8 +80,10 @@ def _preprocess(images: List[Tensor], sizes: List[Tuple[int, int]], image_mean: 
     flat: List[int] = []
     for h, w in sizes:
         flat.extend([h, w])
-    return torch.ops.fastmask.preprocess_images(list(images), flat, [float(m) for m in image_mean],
-                                                [float(s) for s in image_std], height, width)
+    mean, std = [float(m) for m in image_mean], [float(s) for s in image_std]
+    if not torch.jit.is_scripting():
+        return call_op(torch.ops.fastmask.preprocess_images, list(images), flat, mean, std, height, width)
+    return torch.ops.fastmask.preprocess_images(list(images), flat, mean, std, height, width)
 
 
 def preprocess_images(

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .._loader import check_device
-from ._checks import check_tensor
+from ._checks import call_op, check_tensor
 from .anchors import level_strides
 from .box_coder import DEFAULT_CLIP, _weights
 
@@ -88,10 +88,14 @@ def generate_proposals(
     for stride in level_strides(padded_size, [(o.shape[-2], o.shape[-1]) for o in objectness]):
         flat_strides.extend([stride[0], stride[1]])
     # The outputs carry no gradient (torchvision detaches them too).
+    scores, deltas = [o.detach() for o in objectness], [d.detach() for d in pred_bbox_deltas]
+    if not torch.jit.is_scripting():
+        return call_op(torch.ops.fastmask.generate_proposals, scores, deltas, list(cell_anchors), flat_strides, sizes,
+                       int(pre_nms_top_n), int(post_nms_top_n), float(nms_thresh), float(score_thresh),
+                       float(min_size), _weights(weights), float(bbox_xform_clip))
     return torch.ops.fastmask.generate_proposals(
-        [o.detach() for o in objectness], [d.detach() for d in pred_bbox_deltas], list(cell_anchors),
-        flat_strides, sizes, int(pre_nms_top_n), int(post_nms_top_n), float(nms_thresh), float(score_thresh),
-        float(min_size), _weights(weights), float(bbox_xform_clip))
+        scores, deltas, list(cell_anchors), flat_strides, sizes, int(pre_nms_top_n), int(post_nms_top_n),
+        float(nms_thresh), float(score_thresh), float(min_size), _weights(weights), float(bbox_xform_clip))
 
 
 def unpad_proposals(boxes: Tensor, counts: Tensor) -> List[Tensor]:

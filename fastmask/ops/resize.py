@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .._loader import check_device
-from ._checks import check_tensor
+from ._checks import call_op, check_tensor
 
 __all__ = ["resize_bilinear"]
 
@@ -61,4 +61,6 @@ def resize_bilinear(
             scales = factors
     if out[0] <= 0 or out[1] <= 0:
         raise ValueError(f"the output size must be positive, got {tuple(out)}")
+    if not torch.jit.is_scripting():
+        return call_op(torch.ops.fastmask.resize_bilinear, input, out[0], out[1], scales[0], scales[1])
     return torch.ops.fastmask.resize_bilinear(input, out[0], out[1], scales[0], scales[1])

@@ -14,7 +14,7 @@ from torch.jit.annotations import BroadcastingList2
 from torch.nn.modules.utils import _pair
 
 from .._loader import check_device
-from ._checks import check_boxes, check_features, check_tensor, deterministic_flag, output_pair, traced_call
+from ._checks import call_op, check_boxes, check_features, check_tensor, deterministic_flag, output_pair, traced_call
 
 __all__ = ["roi_align", "RoIAlign", "convert_boxes_to_roi_format"]
 
@@ -80,6 +80,9 @@ def roi_align(
         output_size = output_pair(output_size)
     rois = as_rois(boxes, input)
     size = _pair(output_size)
+    if not torch.jit.is_scripting():
+        return call_op(torch.ops.fastmask.roi_align, input, rois, float(spatial_scale), size[0], size[1],
+                       int(sampling_ratio), bool(aligned), deterministic_flag(deterministic))
     return torch.ops.fastmask.roi_align(
         input, rois, float(spatial_scale), size[0], size[1], int(sampling_ratio), bool(aligned),
         deterministic_flag(deterministic),
