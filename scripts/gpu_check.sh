@@ -22,9 +22,11 @@
 #   probe        30  nvidia-smi, torch, the GPU's compute capability, package versions (45 in CPU
 #                    mode; a fresh machine's first torch import reads its libraries from a cold disk)
 #   build       150  setup.py build_ext --inplace for this GPU's architecture only
-#                    (TORCH_CUDA_ARCH_LIST=<cc>, FASTMASK_CUDA=1, MAX_JOBS=nproc): 25 translation
-#                    units, the slowest about 40 CPU-seconds (nms_cuda_ops.cpp, autocast.cpp,
-#                    nms.cpp on a 2-core dev machine, sm_90 only), so about a minute on 16 cores
+#                    (TORCH_CUDA_ARCH_LIST=<cc>, FASTMASK_CUDA=1, MAX_JOBS=nproc): 31 translation
+#                    units in the two op libraries and _C (the stable-ABI bindings compile faster
+#                    than the ATen ones did: a CPU+CUDA in-place build took 32 s on the 2-core dev
+#                    machine, sm_90 only, with the CPU objects already built), so well under a
+#                    minute on 16 cores
 #   cuda-tests   90  pytest -m cuda
 #   checks      100  in parallel (CPU-bound tests beside GPU-bound sanitizer runs):
 #                    suite      pytest -m "not cuda and not slow" (the rest of the suite; pytest-xdist if present)

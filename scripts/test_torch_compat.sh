@@ -28,7 +28,9 @@ wheel=$(ls wheelhouse/*.whl 2>/dev/null | head -1)
 stage() {  # stage RELEASE TORCH TORCHVISION
   local release=$1 torch=$2 torchvision=$3
   local venv=.venv-torch$release vpy=.venv-torch$release/bin/python
-  echo "== torch $torch${torchvision:+ + torchvision $torchvision}${torchvision:- (no torchvision: the tests that need it are skipped)}: $wheel"
+  local what="torch $torch + torchvision $torchvision"
+  [ -n "$torchvision" ] || what="torch $torch (no torchvision: the tests that need it are skipped)"
+  echo "== $what: $wheel"
   [ -x "$vpy" ] || "${PYTHON:-python3}" -m venv "$venv"
   local want="torch==$torch${torchvision:+ torchvision==$torchvision}"
   if ! "$vpy" -c "import torch, numpy, pytest
