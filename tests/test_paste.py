@@ -1,5 +1,7 @@
 """paste_masks_in_image against torchvision's: random masks and boxes, boxes partly or wholly
-outside the image, tiny and huge boxes, no masks, dtypes, thresholding, opcheck, bad input."""
+outside the image, tiny, one-pixel and huge boxes, one mask into a large image, on 1 and 2
+threads, no masks, dtypes, thresholding, opcheck, bad input. Where torchvision is not installed,
+against a transcription of its paste (`reference`), which a torchvision test checks."""
 import pytest
 import torch
 
@@ -26,20 +28,32 @@ def random_boxes(n, height, width, spread=1.4, max_size=0.6):
 
 
 def reference(masks, boxes, img_shape, padding=1):
-    """torchvision's paste, mask by mask, with empty masks for boxes wholly outside the image
-    (where torchvision raises a shape error)."""
+    """torchvision's paste (roi_heads.paste_masks_in_image: expand_masks, expand_boxes, then
+    paste_mask_in_image mask by mask, with its operations), transcribed so that it also runs where
+    torchvision is not installed (a new torch), and giving empty masks for boxes wholly outside the
+    image (where torchvision raises a shape error). test_reference_is_torchvisions checks it."""
     height, width = img_shape
     scale = (masks.shape[-1] + 2 * padding) / masks.shape[-1]
-    out = []
-    for m, b in zip(masks, boxes):
+    out = masks.new_zeros((len(masks), 1, height, width))
+    for o, m, b in zip(out, torch.nn.functional.pad(masks, (padding,) * 4), boxes):
         w_half, h_half = (b[2] - b[0]) * 0.5 * scale, (b[3] - b[1]) * 0.5 * scale
         xc, yc = (b[2] + b[0]) * 0.5, (b[3] + b[1]) * 0.5
-        x0, y0, x1, y1 = (xc - w_half).long(), (yc - h_half).long(), (xc + w_half).long(), (yc + h_half).long()
-        if x1 < 0 or y1 < 0 or x0 >= width or y0 >= height:
-            out.append(masks.new_zeros((1, 1, height, width)))
-        else:
-            out.append(torchvision_paste(m[None], b[None], img_shape, padding))
-    return torch.cat(out) if out else masks.new_empty((0, 1, height, width))
+        x0, y0, x1, y1 = (int(v.long()) for v in (xc - w_half, yc - h_half, xc + w_half, yc + h_half))
+        top, left, bottom, right = max(y0, 0), max(x0, 0), min(y1 + 1, height), min(x1 + 1, width)
+        if top < bottom and left < right:
+            size = (max(y1 - y0 + 1, 1), max(x1 - x0 + 1, 1))
+            resized = torch.nn.functional.interpolate(m[None], size=size, mode="bilinear", align_corners=False)
+            o[0, top:bottom, left:right] = resized[0, 0, top - y0:bottom - y0, left - x0:right - x0]
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@needs_torchvision
+def test_reference_is_torchvisions(seed, dtype):
+    masks, boxes = torch.rand(30, 1, 28, 28, dtype=dtype), random_boxes(30, 90, 120, spread=1.0).to(dtype)
+    boxes[:3] = torch.tensor([[5.0, 5, 5, 5], [0, 0, 119, 89], [30, 20, 10, 5]])  # 1 x 1, the image, inverted
+    for padding in (0, 1, 2):
+        assert_same(reference(masks, boxes, (90, 120), padding), torchvision_paste(masks, boxes, (90, 120), padding))
 
 
 @pytest.mark.parametrize("n,img_shape", [(20, (97, 130)), (7, (1, 1)), (12, (40, 9)), (30, (150, 150))])
@@ -53,7 +67,6 @@ def test_matches_torchvision(seed, n, img_shape, padding):
     assert_same(ours, ref)
 
 
-@needs_torchvision
 def test_boxes_partly_and_wholly_outside(seed):
     masks = torch.rand(60, 1, 14, 14)
     boxes = random_boxes(60, 50, 70, spread=3.0)
@@ -63,7 +76,6 @@ def test_boxes_partly_and_wholly_outside(seed):
     assert not ours[:4].any()
 
 
-@needs_torchvision
 def test_tiny_huge_and_inverted_boxes(seed):
     masks = torch.rand(6, 1, 28, 28)
     boxes = torch.tensor([[10.0, 10, 10.2, 10.3], [5, 5, 5, 5], [-3000, -2000, 4000, 5000], [30, 20, 10, 5],
@@ -89,6 +101,68 @@ def test_non_finite_boxes_give_empty_masks(seed):
 def test_non_square_masks(seed):
     masks, boxes = torch.rand(5, 1, 20, 28), random_boxes(5, 60, 60, spread=1.0)
     assert_same(paste_masks_in_image(masks, boxes, (60, 60)), torchvision_paste(masks, boxes, (60, 60)))
+
+
+@pytest.fixture(params=[1, 2], ids=["1 thread", "2 threads"])
+def threads(request):
+    """Runs the test on 1 and on 2 of torch's threads (the CPU kernel splits the output rows
+    into chunks that threads take in turn), in deterministic mode, where new tensors are filled
+    with NaN (bool: True): an output element that the kernel does not write shows."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield request.param
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_mask_into_a_large_image(seed, threads, dtype):
+    # One box over many chunks of rows (each thread takes some), reaching past the image's
+    # left and bottom edges; a second image-wide box upsampled ~70x, and a small one (channels-last
+    # kernel), so that chunks start and end inside boxes and change masks mid-chunk.
+    masks = torch.rand(3, 1, 28, 28, dtype=dtype)
+    boxes = torch.tensor([[-150.0, 40.3, 1200.7, 1700.0], [0, 0, 1999, 1499], [1500.2, 100.6, 1540.1, 130.9]],
+                         dtype=dtype)
+    ours = paste_masks_in_image(masks, boxes, (1500, 2000))
+    assert_same(ours, reference(masks, boxes, (1500, 2000)))
+    binary = paste_masks_in_image(masks, boxes, (1500, 2000), threshold=0.5)
+    assert torch.equal(binary, ours > 0.5)
+
+
+def test_many_masks_partly_outside(seed, threads):
+    masks = torch.rand(40, 1, 28, 28)
+    boxes = random_boxes(40, 300, 500, spread=1.6, max_size=0.9)
+    ours = paste_masks_in_image(masks, boxes, (300, 500))
+    assert_same(ours, reference(masks, boxes, (300, 500)))
+    assert torch.equal(paste_masks_in_image(masks, boxes, (300, 500), threshold=0.5), ours > 0.5)
+
+
+def test_one_pixel_boxes(seed, threads):
+    # Degenerate boxes expand to a single pixel (a 1 x 1 resize of the padded mask), at the image's
+    # corners and edges, just outside it, and in the middle of rows that other boxes share.
+    masks = torch.rand(9, 1, 28, 28)
+    boxes = torch.tensor([[0.0, 0, 0, 0], [69, 49, 69, 49], [69, 0, 69, 0], [0, 49, 0, 49], [30, 20, 30, 20],
+                          [31.5, 20.25, 31.5, 20.25], [70, 10, 70, 10], [-1, 10, -1, 10], [10, 20, 60, 40]])
+    ours = paste_masks_in_image(masks, boxes, (50, 70))
+    assert_same(ours, reference(masks, boxes, (50, 70)))
+    assert int((ours[:6] != 0).sum()) <= 6 and not ours[6:8].any()
+    binary = paste_masks_in_image(masks, boxes, (50, 70), threshold=0.2)
+    assert torch.equal(binary, ours > 0.2)
+
+
+@pytest.mark.parametrize("dtype,atol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])
+def test_half_precision_large_image(seed, threads, dtype, atol):
+    masks = torch.rand(4, 1, 28, 28).to(dtype)
+    boxes = torch.tensor([[-20.0, 30, 700, 500], [100, 100, 900, 160], [5, 5, 40, 50], [600, 0, 1023, 599]])
+    ours = paste_masks_in_image(masks, boxes.to(dtype), (600, 1024))
+    ref = reference(masks, boxes.to(dtype), (600, 1024))
+    assert ours.dtype == dtype
+    torch.testing.assert_close(ours.double(), ref.double(), rtol=0, atol=atol)
+    binary = paste_masks_in_image(masks, boxes.to(dtype), (600, 1024), threshold=0.5)
+    assert torch.equal(binary, ours > 0.5)  # the same rounded values, compared
 
 
 def test_no_masks():

@@ -24,8 +24,14 @@
 #include "common/host_device.h"
 
 // CPU loops that call mul_add: a clone with hardware fma, picked at load time
-// where the CPU has it (else std::fma is a library call per element).
-#if !defined(__CUDACC__) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// where the CPU has it (else std::fma is a library call per element). GCC 12 and
+// later also dispatch on the x86-64 levels: AVX-512 (v4) and AVX2 (v3, whose
+// integer vectors pack the bool outputs of comparisons), both with fma; vector
+// width does not change results (no contraction, no reassociation). (The few CPUs
+// with fma but not AVX2, of 2012-13, take the default clone.)
+#if !defined(__CUDACC__) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#define FASTMASK_FMA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#elif !defined(__CUDACC__) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define FASTMASK_FMA_CLONES __attribute__((target_clones("fma", "default")))
 #else
 #define FASTMASK_FMA_CLONES

@@ -1,12 +1,23 @@
-// Mask pasting on the CPU: threads split the N x height output rows; each row
-// is written once (zeros outside the mask's box). A thread keeps the padded
-// mask and the x-taps of the mask it is on, and resamples two padded mask rows
-// per output row, so no resized mask or full-image intermediate is allocated.
+// Mask pasting on the CPU. The output, N x height rows, is written once, in order:
+// zeros outside the masks' boxes, resampled values inside. Nearly all of a large output
+// is zeros (100 masks into 1200 x 1200: ~2% inside boxes), and writing it, together with
+// the page faults of the fresh tensor, is the cost, so
+//  - the zeros between two boxes' row segments (the right of one row, the left of the
+//    next, whole rows outside the box) are one memset;
+//  - threads take chunks of rows (about one 2 MB huge page each) from a shared counter,
+//    so one mask into a large image keeps both cores busy, and a thread that got the box
+//    rows (or lost its core to another process) does not hold up the others;
+//  - a mask row is resampled along x once per thread and kept (two rows), so that an
+//    output row inside a box is a vectorised blend of two resampled rows.
+// No resized mask or full-image intermediate is allocated.
 // The arithmetic is that of the F.interpolate call torchvision makes per mask
-// ([1, 1, M + 2p, M + 2p] to the box): PyTorch's channels-last kernel for boxes
-// with height + width <= 128, its separable one otherwise, rounded as PyTorch's
+// ([1, 1, M + 2p, M + 2p] to the box): PyTorch's separable kernel, whose rows blend
+// two taps along x and then two rows, or for boxes with height + width <= 128 its
+// channels-last kernel (four taps weighed by products of weights), rounded as PyTorch's
 // kernels round on this CPU (common/linear_interp.h).
 #include <algorithm>
+#include <atomic>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -20,70 +31,139 @@
 namespace fastmask {
 namespace {
 
-// The mask's values in the rows of one output row from two padded mask rows. SeparableFused,
-// FourTapFused: whether the blends of PyTorch's two kernels fuse.
-template <typename A, bool SeparableFused, bool FourTapFused>
-FASTMASK_FMA_CLONES void resample(const A* r0, const A* r1, const LinearTap<A>& ty, const LinearTap<A>* xs,
-                                  bool channels_last_kernel, int64_t n, A* out) {
-  if (channels_last_kernel) {  // one channel: that kernel's scalar loop
-    for (int64_t x = 0; x < n; ++x)
-      out[x] = four_tap<A, FourTapFused>(r0[xs[x].i0], r0[xs[x].i1], r1[xs[x].i0], r1[xs[x].i1], ty, xs[x], false);
-    return;
+// Bytes of output per chunk of rows a thread takes: about a huge page (common/huge_pages.h), so
+// that a page is mostly faulted in (zeroed by the kernel) and written by the same core, and still
+// many chunks per thread in a large output (275 in 100 x 1200 x 1200 floats, 32 in 4000 x 4000).
+constexpr int64_t kChunkBytes = int64_t(1) << 21;
+
+// What the output holds for a pasted value: the value in the masks' dtype, or with a
+// threshold, whether that value is above it (as `pasted > threshold` on the pasted tensor).
+template <typename T, typename Out, typename A>
+Out output_value(A v, A threshold) {
+  if constexpr (std::is_same_v<Out, bool>)
+    return static_cast<A>(static_cast<T>(v)) > threshold;
+  else
+    return static_cast<Out>(v);
+}
+
+// One padded mask row blended along x to the box's columns (the separable kernel's first pass).
+template <typename A, bool Fused>
+FASTMASK_FMA_CLONES void resample_row(const A* row, const LinearTap<A>* xs, int64_t n, A* out) {
+  for (int64_t x = 0; x < n; ++x) out[x] = blend<A, Fused>(row[xs[x].i0], xs[x].w0, row[xs[x].i1], xs[x].w1);
+}
+
+// An output row of the separable kernel from two resampled rows: contiguous loads, the
+// blend and the store in one vector loop.
+template <typename T, typename Out, typename A, bool Fused>
+FASTMASK_FMA_CLONES void blend_rows(const A* h0, const A* h1, const LinearTap<A>& ty, A threshold, int64_t n,
+                                    Out* out) {
+#pragma omp simd
+  for (int64_t x = 0; x < n; ++x)
+    out[x] = output_value<T, Out>(blend<A, Fused>(h0[x], ty.w0, h1[x], ty.w1), threshold);
+}
+
+// An output row of the channels-last kernel (one channel: its scalar loop's order) from two
+// padded mask rows. Only boxes with height + width <= 128 take it, so it stays scalar.
+template <typename T, typename Out, typename A, bool Fused>
+FASTMASK_FMA_CLONES void four_tap_row(const A* r0, const A* r1, const LinearTap<A>& ty, const LinearTap<A>* xs,
+                                      A threshold, int64_t n, Out* out) {
+  for (int64_t x = 0; x < n; ++x)
+    out[x] = output_value<T, Out>(four_tap<A, Fused>(r0[xs[x].i0], r0[xs[x].i1], r1[xs[x].i0], r1[xs[x].i1], ty,
+                                                     xs[x], false),
+                                  threshold);
+}
+
+// A thread's view of the mask it is pasting: its box, the padded mask, the x taps, and
+// the last two mask rows resampled along x. Consecutive output rows use the same or the
+// next mask rows (the taps of a row are i0 and i0 + 1, or i0 twice), so row i is kept in
+// slot i % 2 and each is resampled once per thread.
+template <typename T, typename A, bool SeparableFused>
+struct MaskRows {
+  const PasteParams& p;
+  const TorchBilinearRounding& rounding;
+  const int64_t ph = p.mask_height + 2 * p.padding, pw = p.mask_width + 2 * p.padding;
+  int64_t mask = -1;
+  PasteBox<A> box{};
+  bool four_tap = false, index_fused = true;
+  std::vector<A> padded = std::vector<A>(ph * pw);
+  std::vector<LinearTap<A>> xs;
+  std::vector<A> resampled[2];
+  int64_t resampled_row[2] = {-1, -1};
+
+  MaskRows(const PasteParams& params, const TorchBilinearRounding& r) : p(params), rounding(r) {}
+
+  void load(int64_t n) {
+    mask = n;
+    box = paste_box<A>(p, n);
+    std::fill(padded.begin(), padded.end(), A(0));
+    const T* m = static_cast<const T*>(p.masks) + n * p.mask_height * p.mask_width;
+    for (int64_t i = 0; i < p.mask_height; ++i)
+      for (int64_t j = 0; j < p.mask_width; ++j)
+        padded[(i + p.padding) * pw + j + p.padding] = static_cast<A>(m[i * p.mask_width + j]);
+    // One channel, not channels_last: the thread count does not enter PyTorch's choice.
+    four_tap = torch_takes_four_tap(false, 1, box.box_h, box.box_w, false);
+    index_fused = (four_tap ? rounding.four_tap : rounding.separable).index_fused;
+    xs.resize(box.col_end - box.col_begin);
+    for (int64_t x = box.col_begin; x < box.col_end; ++x)
+      xs[x - box.col_begin] = linear_tap<A>(x - box.x0, pw, box.box_w, box.step_w, index_fused);
+    for (int s = 0; s < 2; ++s) resampled[s].resize(xs.size()), resampled_row[s] = -1;
   }
-  for (int64_t x = 0; x < n; ++x) {
-    const LinearTap<A>& t = xs[x];
-    out[x] = blend<A, SeparableFused>(blend<A, SeparableFused>(r0[t.i0], t.w0, r0[t.i1], t.w1), ty.w0,
-                                      blend<A, SeparableFused>(r1[t.i0], t.w0, r1[t.i1], t.w1), ty.w1);
+
+  const A* padded_row(int64_t i) const { return padded.data() + i * pw; }
+
+  const A* resampled_row_of(int64_t i) {
+    const int s = static_cast<int>(i & 1);
+    if (resampled_row[s] != i) {
+      resample_row<A, SeparableFused>(padded_row(i), xs.data(), static_cast<int64_t>(xs.size()), resampled[s].data());
+      resampled_row[s] = i;
+    }
+    return resampled[s].data();
   }
+};
+
+template <typename Out>
+void fill_zeros(Out* begin, Out* end) {  // all-zero bytes are 0 in every output dtype (bool too)
+  if (end > begin) std::memset(static_cast<void*>(begin), 0, (end - begin) * sizeof(Out));
 }
 
 template <typename T, typename A, typename Out, bool SeparableFused, bool FourTapFused>
 void run(const PasteParams& p, const TorchBilinearRounding& rounding) {
-  const T* masks = static_cast<const T*>(p.masks);
   Out* out = static_cast<Out*>(p.out);
-  const int64_t ph = p.mask_height + 2 * p.padding, pw = p.mask_width + 2 * p.padding;
+  const int64_t rows = p.num_masks * p.height, threads = num_threads();
+  // A huge page's rows, or fewer where the output is small: four chunks per thread or more.
+  const int64_t chunk_rows = std::max<int64_t>(
+      1, std::min(kChunkBytes / static_cast<int64_t>(p.width * sizeof(Out)), rows / (4 * threads)));
+  const int64_t chunks = (rows + chunk_rows - 1) / chunk_rows;
   // As `pasted > threshold` on a tensor: the Python scalar is first rounded to the masks' dtype.
   const A threshold = static_cast<A>(static_cast<T>(static_cast<A>(p.threshold)));
 
-  parallel_for(0, p.num_masks * p.height, 16, [&](int64_t begin, int64_t end) {
-    int64_t current = -1;
-    bool channels_last_kernel = false, index_fused = true;
-    PasteBox<A> box{};
-    std::vector<A> padded(ph * pw), values;
-    std::vector<LinearTap<A>> xs;
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t n = r / p.height, y = r % p.height;
-      Out* row = out + r * p.width;
-      if (n != current) {
-        current = n;
-        box = paste_box<A>(p, n);
-        std::fill(padded.begin(), padded.end(), A(0));
-        const T* m = masks + n * p.mask_height * p.mask_width;
-        for (int64_t i = 0; i < p.mask_height; ++i)
-          for (int64_t j = 0; j < p.mask_width; ++j)
-            padded[(i + p.padding) * pw + j + p.padding] = static_cast<A>(m[i * p.mask_width + j]);
-        // One channel, not channels_last: the thread count does not enter PyTorch's choice.
-        channels_last_kernel = torch_takes_four_tap(false, 1, box.box_h, box.box_w, false);
-        index_fused = (channels_last_kernel ? rounding.four_tap : rounding.separable).index_fused;
-        xs.resize(box.col_end - box.col_begin);
-        values.resize(xs.size());
-        for (int64_t x = box.col_begin; x < box.col_end; ++x)
-          xs[x - box.col_begin] = linear_tap<A>(x - box.x0, pw, box.box_w, box.step_w, index_fused);
-      }
-      int64_t x = 0;
-      if (y >= box.row_begin && y < box.row_end) {
-        const LinearTap<A> ty = linear_tap<A>(y - box.y0, ph, box.box_h, box.step_h, index_fused);
-        for (; x < box.col_begin; ++x) row[x] = Out(0);
-        resample<A, SeparableFused, FourTapFused>(padded.data() + ty.i0 * pw, padded.data() + ty.i1 * pw, ty, xs.data(), channels_last_kernel,
-                           static_cast<int64_t>(xs.size()), values.data());
-        for (const A v : values) {
-          if constexpr (std::is_same_v<Out, bool>)
-            row[x++] = static_cast<A>(static_cast<T>(v)) > threshold;  // as `pasted > threshold`
-          else
-            row[x++] = static_cast<Out>(v);
+  std::atomic<int64_t> next_chunk{0};
+  // One task per thread; each takes chunks until none is left (however many tasks run).
+  parallel_for(0, std::min(threads, chunks), 1, [&](int64_t, int64_t) {
+    MaskRows<T, A, SeparableFused> m(p, rounding);
+    for (int64_t c = next_chunk++; c < chunks; c = next_chunk++) {
+      const int64_t begin = c * chunk_rows, end = std::min(rows, begin + chunk_rows);
+      Out* zeros = out + begin * p.width;  // start of the zeros not yet written
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t n = r / p.height, y = r % p.height;
+        if (n != m.mask) m.load(n);
+        const PasteBox<A>& box = m.box;
+        if (y < box.row_begin || y >= box.row_end || box.col_begin == box.col_end) continue;
+        Out* row = out + r * p.width;
+        fill_zeros(zeros, row + box.col_begin);
+        const LinearTap<A> ty = linear_tap<A>(y - box.y0, m.ph, box.box_h, box.step_h, m.index_fused);
+        const int64_t width = box.col_end - box.col_begin;
+        if (m.four_tap) {
+          four_tap_row<T, Out, A, FourTapFused>(m.padded_row(ty.i0), m.padded_row(ty.i1), ty, m.xs.data(), threshold,
+                                                width, row + box.col_begin);
+        } else {
+          const A* h0 = m.resampled_row_of(ty.i0);
+          const A* h1 = m.resampled_row_of(ty.i1);
+          blend_rows<T, Out, A, SeparableFused>(h0, h1, ty, threshold, width, row + box.col_begin);
         }
+        zeros = row + box.col_end;
       }
-      std::fill(row + x, row + p.width, Out(0));
+      fill_zeros(zeros, out + end * p.width);
     }
   });
 }
