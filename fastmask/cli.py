@@ -55,26 +55,63 @@ def _checkpoint_args(parser: argparse.ArgumentParser, package: bool = False) -> 
 
 
 _PRECISIONS = ("bf16", "fp16", "fp32")  # fastmask.models.inference.PRECISIONS' names (torch not imported to parse)
+_CALIBRATION_IMAGES = 32  # --precision int8's default
 
 
-def _inference_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("fast inference (fastmask.models.optimize_for_inference; either flag applies it, "
-                                  "which also folds the batch norms into the convolutions)")
-    g.add_argument("--precision", choices=_PRECISIONS, default=None,
-                   help="the networks' precision; boxes, scores, NMS and masks stay float32 (default: the model "
-                   "as loaded, float32, not optimised)")
+def _inference_args(parser: argparse.ArgumentParser, calibration: str) -> None:
+    g = parser.add_argument_group("fast inference (fastmask.models.optimize_for_inference; any of these flags applies "
+                                  "it, which also folds the batch norms into the convolutions)")
+    g.add_argument("--precision", choices=_PRECISIONS + ("int8",), default=None,
+                   help="the networks' precision; int8: the backbone and FPN quantized (needs torchao; compiled), "
+                   "the heads in bf16; boxes, scores, NMS and masks stay float32 (default: the model as loaded, "
+                   "float32, not optimised)")
     g.add_argument("--channels-last", action="store_true", help="channels_last convolutions")
+    g.add_argument("--compile", action="store_true",
+                   help="the networks compiled by Inductor with freezing (convolutions fused with their ReLU and "
+                   "residual addition; needs a C++ compiler; the first call compiles: R50-FPN 10-35 s on 2 cores)")
+    g.add_argument("--calibration-images", type=int, default=None, metavar="N",
+                   help=f"--precision int8: calibrate on N {calibration} (default {_CALIBRATION_IMAGES})")
 
 
-def _optimized(model, args: argparse.Namespace):
-    """``model`` through optimize_for_inference (in place) if --precision or --channels-last asks."""
-    if args.precision is None and not args.channels_last:
+def _optimized(model, args: argparse.Namespace, calibration):
+    """``model`` through optimize_for_inference (in place) if --precision, --channels-last or
+    --compile asks. ``calibration(n)``: int8's n calibration images."""
+    if args.calibration_images is not None and args.precision != "int8":
+        raise SystemExit("fastmask: --calibration-images is for --precision int8")
+    if args.precision is None and not args.channels_last and not args.compile:
         return model
+    import torch
+
     from .models import optimize_for_inference
     from .models.inference import PRECISIONS
 
-    return optimize_for_inference(model, dtype=PRECISIONS[args.precision or "fp32"], channels_last=args.channels_last,
-                                  inplace=True)
+    if args.precision != "int8":
+        return optimize_for_inference(model, dtype=PRECISIONS[args.precision or "fp32"],
+                                      channels_last=args.channels_last, inplace=True, compile=args.compile)
+    count = _CALIBRATION_IMAGES if args.calibration_images is None else args.calibration_images
+    if count < 1:
+        raise SystemExit(f"fastmask: --calibration-images must be at least 1, got {count}")
+    images = [image.to(args.device) for image in calibration(count)]
+    return optimize_for_inference(model, dtype=torch.int8, channels_last=args.channels_last, inplace=True,
+                                  compile=True, calibration=images)
+
+
+def _calibration_images(args: argparse.Namespace):
+    """int8's calibration images for predict and evaluate: the first n of predict's image files or
+    of --coco-annotations' data set, else synthetic shapes as 'fastmask train' draws its training
+    images (seed 0; evaluate's held-out images are seed 1)."""
+    from .data import SyntheticShapes
+
+    def images(n: int):
+        if getattr(args, "images", None):
+            return [_read_image(path) for path in args.images[:n]]
+        if getattr(args, "coco_annotations", None):
+            data = _dataset(args)
+        else:
+            data = SyntheticShapes(n, args.image_size, seed=0)
+        return [data[i][0] for i in range(min(n, len(data)))]
+
+    return images
 
 
 def _same_device(a, b) -> bool:
@@ -87,7 +124,8 @@ def _load(args: argparse.Namespace):
     config of its ``num_classes``)."""
     if getattr(args, "package", None):
         given = [flag for flag, value in (("--arch", args.arch), ("--precision", args.precision),
-                                          ("--channels-last", args.channels_last)) if value]
+                                          ("--channels-last", args.channels_last), ("--compile", args.compile),
+                                          ("--calibration-images", args.calibration_images)) if value]
         if given:
             raise SystemExit(f"fastmask: {', '.join(given)}: for --checkpoint only; a --package runs as it was "
                              "exported (fastmask export --precision ...)")
@@ -105,7 +143,7 @@ def _load(args: argparse.Namespace):
 
     args.device = args.device or "cpu"
     model, config, _ = load_checkpoint(args.checkpoint, {"arch": args.arch} if args.arch else None)
-    return _optimized(model.to(args.device).eval(), args), config
+    return _optimized(model.to(args.device).eval(), args, _calibration_images(args)), config
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -189,6 +227,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    import time
+
     import torch
 
     from .engine.bench import detections_differ, model_pair, time_ms
@@ -196,21 +236,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
     reference, ours = (m.to(device) for m in model_pair(box_score_thresh=args.box_score_thresh))
-    ours = _optimized(ours, args)
+
+    def calibration(n: int):  # random images of the benchmark's sizes (the weights are random too)
+        g = torch.Generator().manual_seed(1)
+        return [torch.rand(3, *sizes[i % len(sizes)], generator=g) for i in range(n)]
+
+    start = time.perf_counter()
+    ours = _optimized(ours, args, calibration)
+    prepared_s = time.perf_counter() - start
     g = torch.Generator().manual_seed(0)
     images = [torch.rand(3, h, w, generator=g).to(device) for h, w in sizes] * args.batch
     with torch.no_grad():
-        differ = detections_differ(reference(images), ours(images))
+        start = time.perf_counter()
+        first = ours(images)  # compiles, with --compile or int8
+        first_s = time.perf_counter() - start
+        differ = detections_differ(reference(images), first)
         t_ref = time_ms(lambda: reference(images), device, args.repeats, args.warmup)
         t_ours = time_ms(lambda: ours(images), device, args.repeats, args.warmup)
     optimized = ""
-    if args.precision or args.channels_last:
+    if args.precision or args.channels_last or args.compile:
+        precision = args.precision or "fp32"
+        if precision == "int8":
+            precision = "int8 backbone and FPN, bf16 heads"
         layout = ", channels_last" if args.channels_last else ""
-        optimized = f" (fastmask: {args.precision or 'fp32'}{layout}, batch norms folded)"
+        compiled = ", compiled" if args.compile or args.precision == "int8" else ""
+        optimized = f" (fastmask: {precision}{layout}, batch norms folded{compiled})"
     print(f"Mask R-CNN R50-FPN inference{optimized}, {len(images)} images {' '.join(args.sizes)} on {device} "
           f"({torch.get_num_threads()} threads), median of {args.repeats}:")
     print(f"  torchvision {t_ref:.1f} ms   fastmask {t_ours:.1f} ms   speed-up {t_ref / t_ours:.2f}x   "
           f"images whose detections differ: {differ:.0f}")
+    if args.compile or args.precision == "int8":
+        print(f"  optimize_for_inference {prepared_s:.1f} s (int8: export and calibration), first call "
+              f"{first_s:.1f} s (compiles)")
     print("The per-op kernel comparison is benchmarks/compare.py in fastmask's source tree.")
     return 0
 
@@ -272,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--json", help="also write the metrics here")
     p.add_argument("--verbose", action="store_true", help="print pycocotools' tables")
-    _inference_args(p)
+    _inference_args(p, "training images (synthetic shapes of seed 0), or the first N of --coco-annotations' images")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="write PNG overlays of predicted masks and boxes")
@@ -284,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-images", type=int, default=4, help="synthetic images when no files are given")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--data-seed", type=int, default=1)
-    _inference_args(p)
+    _inference_args(p, "of the image files given, or training images (synthetic shapes of seed 0)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("bench", help="end-to-end inference latency against torchvision's model (same weights)")
@@ -293,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="repeat the sizes this many times")
     p.add_argument("--box-score-thresh", type=float, default=0.0,
                    help="0 keeps every detection of the random weights (default %(default)s)")
-    _inference_args(p)
+    _inference_args(p, "random images of --sizes")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.set_defaults(func=cmd_bench)

@@ -10,8 +10,9 @@ bash scripts/build_wheel.sh
 echo "== installing the wheel into a clean venv (.venv-wheel)"
 if [ ! -x .venv-wheel/bin/python ]; then "${PYTHON:-python3}" -m venv .venv-wheel; fi
 VPY=.venv-wheel/bin/python
-if ! "$VPY" -c "import torch, torchvision, numpy, pytest, pycocotools, tqdm" 2>/dev/null; then
-  "$VPY" -m pip install --progress-bar off torch==2.14.1 torchvision==0.29.1 numpy pytest pycocotools tqdm
+if ! "$VPY" -c "import torch, torchvision, numpy, pytest, pycocotools, tqdm, torchao" 2>/dev/null; then
+  "$VPY" -m pip install --progress-bar off torch==2.14.1 torchvision==0.29.1 torchao==0.18.0 numpy pytest pycocotools \
+    tqdm
 fi
 "$VPY" -m pip uninstall -y -q fastmask 2>/dev/null || true
 "$VPY" -m pip install --no-deps wheelhouse/*.whl

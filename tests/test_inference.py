@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from torch._dynamo.utils import counters
 
 from conftest import NO_TORCHVISION, assert_static_matches_eager
 
@@ -18,9 +19,12 @@ from torchvision.ops import box_iou  # noqa: E402
 from torchvision.ops.misc import Conv2dNormActivation, FrozenBatchNorm2d  # noqa: E402
 
 from fastmask.cli import main  # noqa: E402
+from fastmask.data import SyntheticShapes  # noqa: E402
 from fastmask.engine import save_checkpoint  # noqa: E402
 from fastmask.models import (MaskRCNN, fold_conv_batchnorm, maskrcnn_resnet_fpn, optimize_for_inference,  # noqa: E402
                              patch_torchvision)
+from fastmask.models.inference import _network_parts  # noqa: E402
+from test_export import has_cxx_compiler  # noqa: E402
 
 SMALL = dict(min_size=64, max_size=96, box_score_thresh=0.0, rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=100,
              box_detections_per_img=30)
@@ -219,16 +223,20 @@ def test_low_precision_networks_float32_boxes(dtype):
     for r, o in zip(ref, out):
         assert {v.dtype for k, v in o.items() if k != "labels"} == {torch.float32}
         assert o["masks"].shape[1:] == r["masks"].shape[1:]
-        # The same leading detections as float32, up to the networks' rounding (which moves
-        # random-weight boxes and reorders near-tied proposals): of float32's top 10, at least 7
-        # are found again (same class, IoU > 0.9, score within 0.03). Seen: 8-10 in bf16 and fp16,
-        # with AMX and with oneDNN limited to AVX2.
-        found = 0
-        for box, label, score in zip(r["boxes"][:10], r["labels"][:10], r["scores"][:10]):
-            overlaps = box_iou(box[None], o["boxes"])[0]
-            same = (o["labels"] == label) & (overlaps > 0.9) & ((o["scores"] - score).abs() < 0.03)
-            found += bool(same.any())
-        assert found >= 7
+        # Seen: 8-10 in bf16 and fp16, with AMX and with oneDNN limited to AVX2.
+        assert found_again(r, o) >= 7
+
+
+def found_again(reference, output, top: int = 10) -> int:
+    """How many of ``reference``'s leading detections ``output`` has too (same class, IoU > 0.9,
+    score within 0.03): the same detections up to the networks' rounding, which moves
+    random-weight boxes and reorders near-tied proposals."""
+    found = 0
+    for box, label, score in zip(reference["boxes"][:top], reference["labels"][:top], reference["scores"][:top]):
+        overlaps = box_iou(box[None], output["boxes"])[0]
+        same = (output["labels"] == label) & (overlaps > 0.9) & ((output["scores"] - score).abs() < 0.03)
+        found += bool(same.any())
+    return found
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -259,9 +267,14 @@ def test_forward_static_equals_forward(dtype):
 
 def test_reoptimizing_replaces_the_settings():
     model = small_model()
-    fast = optimize_for_inference(optimize_for_inference(model, torch.bfloat16), torch.float32, channels_last=False)
+    compiled = optimize_for_inference(model, torch.bfloat16, compile=True)  # compiles on its first call only
+    assert all(part._compiled_call_impl is not None for _, part, _ in _network_parts(compiled))
+    fast = optimize_for_inference(compiled, torch.float32, channels_last=False)
     assert fast.backbone.body.conv1.weight.dtype == torch.float32
     assert len(fast.rpn.head._forward_hooks) == 0 and len(fast.backbone._forward_pre_hooks) == 0
+    # The copy's compiled calls would run the original's modules: dropped.
+    assert all(part._compiled_call_impl is None for _, part, _ in _network_parts(fast))
+    assert compiled.backbone._compiled_call_impl is not None
     with torch.no_grad():
         out = fast(images())
     assert out[0]["boxes"].dtype == torch.float32 and len(out[0]["boxes"]) > 0
@@ -280,6 +293,10 @@ def test_bad_arguments_raise():
         optimize_for_inference(model, torch.float16, inplace=True)
     assert model.backbone.body.conv1.weight.dtype == torch.float32 and not model.backbone._forward_pre_hooks
     optimize_for_inference(model, torch.bfloat16)  # bf16 has float32's range
+    with pytest.raises(ValueError, match="needs calibration"):
+        optimize_for_inference(model, torch.int8)
+    with pytest.raises(ValueError, match="calibration is for dtype=torch.int8"):
+        optimize_for_inference(model, torch.bfloat16, calibration=images())
 
 
 def test_works_on_torchvision_maskrcnn():
@@ -295,6 +312,94 @@ def test_works_on_torchvision_maskrcnn():
     with pytest.raises(TypeError, match="patch_torchvision"):
         optimize_for_inference(torchvision.models.detection.maskrcnn_resnet50_fpn(
             weights=None, weights_backbone=None, num_classes=3, **SMALL), torch.bfloat16)
+
+
+# compile=True and int8 compile C++ with Inductor: tens of seconds per model on 2 cores, and the
+# wheel's test run has no compiler. Slow tests, which scripts/test.sh runs with the compiler.
+needs_compiler = pytest.mark.skipif(not has_cxx_compiler(), reason="Inductor needs a C++ compiler (none on PATH)")
+
+
+def calibration_images(count: int = 8):
+    data = SyntheticShapes(count, (64, 96), seed=0)
+    return [data[i][0] for i in range(count)]
+
+
+def run_compiled(model, batches, static_batch):
+    """forward on each batch of images, forward_static on ``static_batch`` and forward on its
+    images, with Inductor's FX graph cache off (so its pattern counters count this compilation)."""
+    counters.clear()
+    with torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=False):
+        return ([model(batch) for batch in batches], model.forward_static(static_batch), model(list(static_batch)))
+
+
+def batches(height: int, width: int):
+    """images() and two random images of height x width: a batch of other shapes (if the model's
+    transform makes it 64 x 96 too, of other detection counts), which compiles graphs with dynamic
+    sizes."""
+    g = torch.Generator().manual_seed(2)
+    return [images(), [torch.rand(3, height, width, generator=g), torch.rand(3, height, width, generator=g)]]
+
+
+# Compiled float32 against eager (pixels, probabilities); seen on an AMX CPU: boxes within 1e-5,
+# scores 4e-6, masks 3e-5.
+FLOAT32_TOLERANCES = {"boxes": 1e-3, "scores": 5e-5, "masks": 1e-3}
+
+
+@pytest.mark.slow
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_matches_eager(dtype):
+    # Only the networks are compiled, with freezing: each convolution runs fused with its ReLU and
+    # residual addition. Detections equal the eager fast path's up to the networks' rounding, box
+    # arithmetic stays float32, and forward_static's valid rows are forward's detections.
+    eager = optimize_for_inference(small_model(), dtype)
+    compiled = optimize_for_inference(small_model(), dtype, compile=True)
+    recorder = Recorder(compiled)
+    static_batch = torch.rand(2, 3, 64, 96)
+    outputs, static, forward = run_compiled(compiled, batches(64, 64), static_batch)
+    fused = counters["inductor"]
+    assert fused["mkldnn_conv_binary_unary_fusion_matcher_count"] > 0  # conv + residual add + ReLU
+    assert fused["mkldnn_unary_fusion_matcher_count"] > 0  # conv + ReLU
+    recorder.assert_float32_boxes(dtype)
+    with torch.no_grad():
+        references = [eager(batch) for batch in batches(64, 64)]
+        eager_static = eager.forward_static(static_batch)
+    for reference, output in zip(references, outputs):
+        for r, o in zip(reference, output):
+            assert {v.dtype for k, v in o.items() if k != "labels"} == {torch.float32}
+            if dtype == torch.float32:  # rounding only: Inductor reorders and fuses float32 arithmetic
+                assert torch.equal(o["labels"], r["labels"])
+                for key, atol in FLOAT32_TOLERANCES.items():
+                    torch.testing.assert_close(o[key], r[key], rtol=0, atol=atol)
+            else:  # a fused convolution and addition rounds to bf16 once instead of twice
+                assert found_again(r, o) >= 7
+    assert_static_matches_eager(static, forward)  # the same compiled networks
+    if dtype == torch.float32:
+        assert torch.equal(static["valid"], eager_static["valid"])
+        for key, atol in FLOAT32_TOLERANCES.items():
+            torch.testing.assert_close(static[key], eager_static[key], rtol=0, atol=atol)
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_int8_compiled():
+    # Compiled, the quantized backbone runs oneDNN's int8 convolutions with the additions and
+    # ReLUs after them fused; its features are bf16, as the heads; boxes stay float32, and
+    # forward_static's valid rows are forward's detections. (Its accuracy against float32:
+    # test_inference_accuracy.py.)
+    pytest.importorskip("torchao")
+    compiled = optimize_for_inference(small_model(), torch.int8, calibration=calibration_images())
+    recorder = Recorder(compiled)
+    # The exported backbone takes images whose smallest feature map (P6, 1/64 of the size) is more
+    # than a pixel wide: here, of the calibration images' padded size, 64 x 96.
+    outputs, static, forward = run_compiled(compiled, batches(60, 90), torch.rand(2, 3, 64, 96))
+    lowered = counters["inductor"]
+    assert lowered["qconv2d_binary_lower_count"] > 0 and lowered["qconv_unary_lower_count"] > 0
+    recorder.assert_float32_boxes(torch.bfloat16)
+    for output in outputs:
+        for o in output:
+            assert len(o["boxes"]) > 0 and {v.dtype for k, v in o.items() if k != "labels"} == {torch.float32}
+    assert_static_matches_eager(static, forward)
 
 
 @pytest.mark.cuda
@@ -336,13 +441,18 @@ def test_cli_flags_parse():
     for command in (["predict", "--checkpoint", "c.pth"], ["evaluate", "--checkpoint", "c.pth"], ["bench"]):
         args = parser.parse_args(command)
         assert args.precision is None and not args.channels_last
-        args = parser.parse_args(command + ["--precision", "bf16", "--channels-last"])
-        assert args.precision == "bf16" and args.channels_last
+        assert args.precision is None and not args.channels_last and not args.compile
+        assert args.calibration_images is None
+        args = parser.parse_args(command + ["--precision", "bf16", "--channels-last", "--compile"])
+        assert args.precision == "bf16" and args.channels_last and args.compile
+        args = parser.parse_args(command + ["--precision", "int8", "--calibration-images", "4"])
+        assert args.precision == "int8" and args.calibration_images == 4
         with pytest.raises(SystemExit):
-            parser.parse_args(command + ["--precision", "int8"])
+            parser.parse_args(command + ["--precision", "int4"])
 
 
-@pytest.mark.parametrize("flags", [["--precision", "bf16", "--channels-last"], ["--precision", "fp16"]])
+@pytest.mark.parametrize("flags", [["--precision", "bf16", "--channels-last"], ["--precision", "fp16"], ["--compile"],
+                                   ["--precision", "int8", "--calibration-images", "3"]])
 def test_cli_predict_applies_the_optimization(tiny_checkpoint, tmp_path, monkeypatch, flags):
     import fastmask.models
 
@@ -351,15 +461,29 @@ def test_cli_predict_applies_the_optimization(tiny_checkpoint, tmp_path, monkeyp
 
     def spy(model, **kwargs):
         calls.append(kwargs)
-        return optimize(model, **kwargs)
+        # Compiling takes minutes: test_compiled_matches_eager and the slow CLI tests below do.
+        return model if kwargs["compile"] else optimize(model, **kwargs)
 
     monkeypatch.setattr(fastmask.models, "optimize_for_inference", spy)
     out = tmp_path / "pred"
     assert main(["predict", "--checkpoint", tiny_checkpoint, "--num-images", "2", "--image-size", "64",
                  "--out", str(out), "--score-threshold", "0", *flags]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["shapes-0000.png", "shapes-0001.png"]
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[flags[1]]
-    assert calls == [{"dtype": dtype, "channels_last": "--channels-last" in flags, "inplace": True}]
+    precision = flags[flags.index("--precision") + 1] if "--precision" in flags else "fp32"
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}[precision]
+    (call,) = calls
+    calibration = call.pop("calibration", None)
+    assert call == {"dtype": dtype, "channels_last": "--channels-last" in flags, "inplace": True,
+                    "compile": "--compile" in flags or precision == "int8"}
+    if precision == "int8":  # the first training images: synthetic shapes of seed 0
+        assert len(calibration) == 3 and torch.equal(calibration[0], SyntheticShapes(1, 64, seed=0)[0][0])
+
+
+def test_cli_rejects_misplaced_flags(tiny_checkpoint):
+    with pytest.raises(SystemExit, match="--calibration-images is for --precision int8"):
+        main(["evaluate", "--checkpoint", tiny_checkpoint, "--calibration-images", "4", "--precision", "bf16"])
+    with pytest.raises(SystemExit, match="--compile: for --checkpoint only"):
+        main(["evaluate", "--package", "model.pt2", "--compile"])
 
 
 def test_cli_evaluate_with_bf16(tiny_checkpoint, tmp_path):
@@ -378,3 +502,26 @@ def test_cli_bench_with_bf16_channels_last(monkeypatch, capsys):
                  "--precision", "bf16", "--channels-last"]) == 0
     out = capsys.readouterr().out
     assert "(fastmask: bf16, channels_last, batch norms folded)" in out and "speed-up" in out
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_cli_bench_compiled(monkeypatch, capsys):
+    import fastmask.engine.bench as bench
+
+    full_size = bench.model_pair
+    monkeypatch.setattr(bench, "model_pair", lambda **kw: full_size(min_size=64, max_size=64, num_classes=3, **kw))
+    assert main(["bench", "--device", "cpu", "--sizes", "48x64", "--repeats", "1", "--warmup", "0",
+                 "--precision", "bf16", "--channels-last", "--compile"]) == 0
+    out = capsys.readouterr().out
+    assert "(fastmask: bf16, channels_last, batch norms folded, compiled)" in out and "(compiles)" in out
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_cli_evaluate_int8(tiny_checkpoint, tmp_path):
+    pytest.importorskip("pycocotools")
+    pytest.importorskip("torchao")
+    assert main(["evaluate", "--checkpoint", tiny_checkpoint, "--num-images", "2", "--image-size", "64",
+                 "--json", str(tmp_path / "ap.json"), "--precision", "int8", "--calibration-images", "2"]) == 0
+    assert (tmp_path / "ap.json").is_file()
