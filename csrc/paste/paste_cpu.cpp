@@ -4,7 +4,7 @@
 // the page faults of the fresh tensor, is the cost, so
 //  - the zeros between two boxes' row segments (the right of one row, the left of the
 //    next, whole rows outside the box) are one memset;
-//  - threads take chunks of rows (about one 2 MB huge page each) from a shared counter,
+//  - threads take chunks of rows (16 MB each, or fewer rows) from a shared counter,
 //    so one mask into a large image keeps both cores busy, and a thread that got the box
 //    rows (or lost its core to another process) does not hold up the others;
 //  - a mask row is resampled along x once per thread and kept (two rows), so that an
@@ -31,10 +31,12 @@
 namespace fastmask {
 namespace {
 
-// Bytes of output per chunk of rows a thread takes: about a huge page (common/huge_pages.h), so
-// that a page is mostly faulted in (zeroed by the kernel) and written by the same core, and still
-// many chunks per thread in a large output (275 in 100 x 1200 x 1200 floats, 32 in 4000 x 4000).
-constexpr int64_t kChunkBytes = int64_t(1) << 21;
+// Bytes of output per chunk of rows a thread takes: eight huge pages (common/huge_pages.h), so
+// that a page is nearly always faulted in (zeroed by the kernel) and written by one core, and still
+// many chunks per thread in a large output (35 in 100 x 1200 x 1200 floats). Measured with two
+// threads on that output: chunks of one huge page were 25-40% slower than contiguous halves (the
+// threads fault in neighbouring pages at once); 8 and 16 MB chunks were as fast as the halves.
+constexpr int64_t kChunkBytes = int64_t(1) << 24;
 
 // What the output holds for a pasted value: the value in the masks' dtype, or with a
 // threshold, whether that value is above it (as `pasted > threshold` on the pasted tensor).
@@ -130,7 +132,7 @@ template <typename T, typename A, typename Out, bool SeparableFused, bool FourTa
 void run(const PasteParams& p, const TorchBilinearRounding& rounding) {
   Out* out = static_cast<Out*>(p.out);
   const int64_t rows = p.num_masks * p.height, threads = num_threads();
-  // A huge page's rows, or fewer where the output is small: four chunks per thread or more.
+  // kChunkBytes of rows, or fewer where the output is small: four chunks per thread or more.
   const int64_t chunk_rows = std::max<int64_t>(
       1, std::min(kChunkBytes / static_cast<int64_t>(p.width * sizeof(Out)), rows / (4 * threads)));
   const int64_t chunks = (rows + chunk_rows - 1) / chunk_rows;
