@@ -1,5 +1,4 @@
 """Mask R-CNN on fastmask's ops: a drop-in for torchvision's, and the paper's ResNet-101 preset."""
-import types
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -19,6 +18,7 @@ from torchvision.ops import MultiScaleRoIAlign as _TvMultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from . import _components as components
+from ._script import renamed
 from .roi_heads import RoIHeads
 
 __all__ = ["MaskRCNN", "maskrcnn_resnet_fpn", "maskrcnn_resnet50_fpn", "maskrcnn_resnet101_fpn", "patch_torchvision",
@@ -122,13 +122,6 @@ def _check_inputs(images: List[Tensor], targets: Optional[List[Dict[str, Tensor]
                              f"(one mask per box, the image's size), got shape {tuple(masks.shape)}")
 
 
-def _renamed(fn: types.FunctionType, name: str) -> types.FunctionType:
-    """A copy of ``fn`` called ``name``."""
-    copy = types.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
-    copy.__kwdefaults__, copy.__annotations__, copy.__doc__ = fn.__kwdefaults__, dict(fn.__annotations__), fn.__doc__
-    return copy
-
-
 class MaskRCNN(tv_mask_rcnn.MaskRCNN):
     """``torchvision.models.detection.MaskRCNN`` on fastmask's ops: same constructor, module names,
     ``state_dict`` keys, outputs and losses. Also accepts fastmask's ``MultiScaleRoIAlign`` as
@@ -146,9 +139,8 @@ class MaskRCNN(tv_mask_rcnn.MaskRCNN):
         for name, values in (("_static_mean", self.transform.image_mean), ("_static_std", self.transform.image_std)):
             self.register_buffer(name, torch.tensor(values).view(-1, 1, 1), persistent=False)
 
-    # GeneralizedRCNN's forward, for forward below: TorchScript has no super(), and compiles a
-    # method under its function's name, so the copy is named as the attribute.
-    _generalized_rcnn_forward = _renamed(GeneralizedRCNN.forward, "_generalized_rcnn_forward")
+    # GeneralizedRCNN's forward, for forward below (TorchScript: no super()).
+    _generalized_rcnn_forward = renamed(GeneralizedRCNN.forward, "_generalized_rcnn_forward")
 
     def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None):
         if not torch.jit.is_scripting():

@@ -1,5 +1,5 @@
 """torchvision's RoIHeads with its detection post-processing done for all images at once."""
-from typing import List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -8,6 +8,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torchvision.models.detection import roi_heads as tv_roi_heads
 
 from ._components import multi_image_nms
+from ._script import renamed
 from .batched import clip_boxes, gather_rows, large_enough
 
 __all__ = ["RoIHeads"]
@@ -17,7 +18,31 @@ class RoIHeads(tv_roi_heads.RoIHeads):
     ``postprocess_detections`` batched: the images' proposals are padded into ``[B, N]``, score
     threshold, empty-box removal and padding become one validity mask, and one
     ``multi_image_nms`` call does the class-wise NMS and top-k of every image. The detections
-    equal torchvision's (same boxes, scores, labels, in the same order)."""
+    equal torchvision's (same boxes, scores, labels, in the same order). In inference, each
+    detection's mask logits are picked before the sigmoid (``forward``)."""
+
+    # torchvision's forward, for what forward leaves to it (TorchScript: no super()).
+    _roi_heads_forward = renamed(tv_roi_heads.RoIHeads.forward, "_roi_heads_forward")
+
+    def forward(self, features: Dict[str, Tensor], proposals: List[Tensor], image_shapes: List[Tuple[int, int]],
+                targets: Optional[List[Dict[str, Tensor]]] = None) -> Tuple[List[Dict[str, Tensor]], Dict[str, Tensor]]:
+        if (self.training or targets is not None or self.has_keypoint() or self.mask_roi_pool is None
+                or self.mask_head is None or self.mask_predictor is None):
+            return self._roi_heads_forward(features, proposals, image_shapes, targets)
+        # Mask R-CNN inference as torchvision's forward does it, but for the masks: its
+        # maskrcnn_inference takes the sigmoid of every class's logits ([K, C, 28, 28]), then picks
+        # each detection's class; picking first gives the same values (the sigmoid is elementwise)
+        # for 1/C of the work.
+        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+        class_logits, box_regression = self.box_predictor(box_features)
+        boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
+        mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, boxes, image_shapes)))
+        rows = torch.arange(mask_logits.shape[0], device=mask_logits.device)
+        masks = mask_logits[rows, torch.cat(labels)][:, None].sigmoid().split([len(x) for x in labels])
+        result: List[Dict[str, Tensor]] = []
+        for i in range(len(boxes)):
+            result.append({"boxes": boxes[i], "labels": labels[i], "scores": scores[i], "masks": masks[i]})
+        return result, {}
 
     def detect(self, class_logits: Tensor, box_regression: Tensor, proposals: Tensor, proposal_valid: Tensor,
                image_sizes: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
