@@ -428,6 +428,8 @@ def fast_path_op(dtype: torch.dtype) -> str:
 
 
 FAST_PATH = fast_path_op(torch.bfloat16)
+COMPILED = f"{MODEL} (fastmask compiled: optimize_for_inference, bf16, channels_last, compile=True)"
+INT8 = f"{MODEL} (fastmask int8: optimize_for_inference, int8 backbone + FPN (PT2E), bf16 heads, compiled)"
 EXPORTED = "Mask R-CNN R50-FPN exported (fastmask export_static: torch.export + AOTInductor package)"
 
 
@@ -445,7 +447,7 @@ def static_images(sizes, canvas_hw, device, seed):
     return canvas.to(device), torch.tensor(sizes, device=device), images
 
 
-@builds(MODEL, f"{MODEL} (fastmask channels_last)", FAST_PATH, fast_path_op(torch.float16), EXPORTED)
+@builds(MODEL, f"{MODEL} (fastmask channels_last)", FAST_PATH, fast_path_op(torch.float16), COMPILED, INT8, EXPORTED)
 def model_cases(device, export=False):
     # End to end: torchvision's maskrcnn_resnet50_fpn against fastmask's, the same random weights,
     # eval mode. box_score_thresh=0 keeps every detection (random weights score ~1/91), so the box
@@ -463,6 +465,18 @@ def model_cases(device, export=False):
     def fast_model(dtype):
         # Networks in dtype, batch norms folded, channels_last; boxes, scores, NMS and pasting float32.
         return optimize_for_inference(models()[1], dtype, channels_last=True)
+
+    @functools.lru_cache(maxsize=None)
+    def compiled_model():
+        # The networks compiled by Inductor (freezing: convolutions fused with ReLU and residual adds);
+        # compiled by the case's untimed warm-up call.
+        return optimize_for_inference(models()[1], torch.bfloat16, channels_last=True, compile=True)
+
+    @functools.lru_cache(maxsize=None)
+    def int8_model(calibration):
+        # Backbone + FPN quantized (PT2E, X86 Inductor quantizer), calibrated on 8 random images of
+        # the workload's sizes; needs torchao.
+        return optimize_for_inference(models()[1], torch.int8, channels_last=True, calibration=list(calibration))
 
     @functools.lru_cache(maxsize=None)
     def static_model(dtype):
@@ -501,6 +515,14 @@ def model_cases(device, export=False):
                       lambda: fast_model(torch.bfloat16)(images), detections_differ),
                  Case(FAST_PATH, f"{work}, vs torchvision channels_last + bf16 autocast", torchvision_autocast_cpu,
                       lambda: fast_model(torch.bfloat16)(images), detections_differ)]
+        calibration_g = torch.Generator().manual_seed(1)
+        calibration = tuple(torch.rand(3, *hw, generator=calibration_g).to(device)
+                            for hw in [(480, 640), (600, 800)] * 4)
+        for op, run in ((COMPILED, lambda: compiled_model()(images)),
+                        (INT8, lambda: int8_model(calibration)(images))):
+            cases += [Case(op, f"{work}, vs torchvision float32", torchvision_cpu, run, detections_differ),
+                      Case(op, f"{work}, vs torchvision channels_last + bf16 autocast", torchvision_autocast_cpu, run,
+                           detections_differ)]
 
         # The same work at static shapes: what the transform makes of the images above (about
         # 800x1066, padded to 800x1088) as one uint8 canvas, for forward_static and the package.
