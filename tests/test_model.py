@@ -142,6 +142,39 @@ def test_patch_torchvision_faster_rcnn():
         assert torch.equal(o["boxes"], r["boxes"]) and torch.equal(o["scores"], r["scores"])
 
 
+def test_patch_torchvision_keypoint_rcnn():
+    # Keypoint models run torchvision's RoIHeads.forward (fastmask's own is for mask inference).
+    backbone = torchvision.models.detection.backbone_utils.resnet_fpn_backbone(
+        backbone_name="resnet18", weights=None, trainable_layers=5)
+    tv = torchvision.models.detection.KeypointRCNN(backbone, num_classes=2, num_keypoints=5, min_size=64, max_size=96,
+                                                   box_score_thresh=0.0, rpn_post_nms_top_n_test=100).eval()
+    patched = fastmask.patch_torchvision(copy.deepcopy(tv))
+    assert isinstance(patched.roi_heads, RoIHeads) and patched.roi_heads.has_keypoint()
+    with torch.no_grad():
+        ref, ours = tv(images()), patched(images())
+    for r, o in zip(ref, ours):
+        assert list(o) == list(r) and "keypoints" in r and len(r["boxes"]) > 0
+        for key in r:
+            assert torch.equal(o[key], r[key]), key
+
+
+def test_mask_inference_picks_the_class_before_the_sigmoid(models, reference_detections, monkeypatch):
+    # In eval, RoIHeads.forward does the mask inference itself (torchvision's maskrcnn_inference,
+    # the sigmoid of every class's logits, is not called); with targets given it is torchvision's
+    # forward (which checks them). The detections are torchvision's either way.
+    from torchvision.models.detection import roi_heads as tv_roi_heads
+    _, fm = models
+    fm.eval()
+    calls = []
+    inference = tv_roi_heads.maskrcnn_inference
+    monkeypatch.setattr(tv_roi_heads, "maskrcnn_inference", lambda *args: calls.append(1) or inference(*args))
+    with torch.no_grad():
+        assert_same_detections(reference_detections, fm(images()))
+        assert calls == []
+        assert_same_detections(reference_detections, fm(images(), targets()))
+    assert calls == [1]
+
+
 def test_no_detections_gives_empty_outputs(models):
     _, fm = models
     fm.eval()

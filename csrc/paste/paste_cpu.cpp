@@ -33,9 +33,11 @@ namespace {
 
 // Bytes of output per chunk of rows a thread takes: eight huge pages (common/huge_pages.h), so
 // that a page is nearly always faulted in (zeroed by the kernel) and written by one core, and still
-// many chunks per thread in a large output (35 in 100 x 1200 x 1200 floats). Measured with two
-// threads on that output: chunks of one huge page were 25-40% slower than contiguous halves (the
-// threads fault in neighbouring pages at once); 8 and 16 MB chunks were as fast as the halves.
+// many chunks per thread in a large output (35 in 100 x 1200 x 1200 floats on up to 8 threads).
+// Measured with two threads on that output: chunks of one huge page were 27% slower than
+// contiguous halves (the threads fault in neighbouring pages at once); 8 and 16 MB chunks were as
+// fast as the halves. Outputs under 64 MB per thread get smaller chunks (four per thread, for
+// balance), down to that slower regime for outputs of a few tens of MB: not measured.
 constexpr int64_t kChunkBytes = int64_t(1) << 24;
 
 // What the output holds for a pasted value: the value in the masks' dtype, or with a

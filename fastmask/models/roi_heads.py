@@ -19,7 +19,8 @@ class RoIHeads(tv_roi_heads.RoIHeads):
     threshold, empty-box removal and padding become one validity mask, and one
     ``multi_image_nms`` call does the class-wise NMS and top-k of every image. The detections
     equal torchvision's (same boxes, scores, labels, in the same order). In inference, each
-    detection's mask logits are picked before the sigmoid (``forward``)."""
+    detection's mask logits are picked before the sigmoid (``forward``), so torchvision's
+    ``roi_heads.maskrcnn_inference`` is not called there (patching it changes nothing)."""
 
     # torchvision's forward, for what forward leaves to it (TorchScript: no super()).
     _roi_heads_forward = renamed(tv_roi_heads.RoIHeads.forward, "_roi_heads_forward")
