@@ -115,6 +115,27 @@ def test_patch_torchvision_then_script():
     assert_same_detections(reference, detections)
 
 
+@pytest.mark.parametrize("kind", ["FasterRCNN", "KeypointRCNN"])
+def test_patch_torchvision_then_script_without_a_mask_branch(kind):
+    # fastmask's RoIHeads.forward has mask code that TorchScript must drop where the mask modules
+    # are None: patched Faster and Keypoint R-CNNs script and equal torchvision's.
+    torch.manual_seed(0)
+    backbone = torchvision.models.detection.backbone_utils.resnet_fpn_backbone(
+        backbone_name="resnet18", weights=None, trainable_layers=5)
+    extra = {"num_keypoints": 5} if kind == "KeypointRCNN" else {}
+    tv = getattr(torchvision.models.detection, kind)(backbone, num_classes=3, min_size=64, max_size=96,
+                                                    box_score_thresh=0.0, rpn_post_nms_top_n_test=50, **extra).eval()
+    scripted = script(fastmask.patch_torchvision(copy.deepcopy(tv)))
+    with torch.no_grad():
+        reference = tv(images())
+        _, detections = scripted(images())
+    assert len(detections) == len(reference)
+    for r, o in zip(reference, detections):
+        assert list(o) == list(r) and len(r["boxes"]) > 0
+        for key in r:
+            assert torch.equal(o[key], r[key]), key
+
+
 def image_list_and_features(channels=8, levels=((16, 24), (8, 12))):
     g = torch.Generator().manual_seed(2)
     image_list = ImageList(torch.rand(2, 3, 64, 96, generator=g), [(64, 90), (60, 96)])

@@ -27,6 +27,9 @@ class RoIHeads(tv_roi_heads.RoIHeads):
 
     def forward(self, features: Dict[str, Tensor], proposals: List[Tensor], image_shapes: List[Tuple[int, int]],
                 targets: Optional[List[Dict[str, Tensor]]] = None) -> Tuple[List[Dict[str, Tensor]], Dict[str, Tensor]]:
+        # The mask modules' None checks spelled out, not has_mask(): TorchScript then drops the
+        # mask code below from a model without a mask branch (a patched Faster R-CNN), which it
+        # could not compile (calls of None).
         if (self.training or targets is not None or self.has_keypoint() or self.mask_roi_pool is None
                 or self.mask_head is None or self.mask_predictor is None):
             return self._roi_heads_forward(features, proposals, image_shapes, targets)
