@@ -6,8 +6,9 @@
 
 Prints a table (op, workload, torchvision ms, fastmask ms, speed-up, max |difference|) and
 writes <device>-<date>.{md,json,png} under benchmarks/results/. Times are medians of
---repeats runs after warm-up (CUDA: CUDA events; CPU: perf_counter); --case-budget-s caps the
-seconds spent timing one side of a case (at least 3 runs). On CUDA the table also gives
+--repeats runs after warm-up (CUDA: CUDA events; CPU: perf_counter), torchvision's and fastmask's
+runs alternating, so that a drift in the machine's speed reaches both sides alike; --case-budget-s
+caps the seconds spent timing one side of a case (at least 3 runs each). On CUDA the table also gives
 fastmask's achieved bandwidth where an op is bound by memory traffic: the fewest bytes it must
 move (each input read once, each output written once) over its time, as a fraction of a large
 device-to-device copy measured at the start. The model rows on CUDA are eager inference at
@@ -52,7 +53,7 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_pa
 from torchvision.models.detection.transform import GeneralizedRCNNTransform as TvTransform
 
 import fastmask
-from fastmask.engine.bench import cuda_graph, detections_differ, model_pair, time_ms
+from fastmask.engine.bench import cuda_graph, detections_differ, model_pair, time_interleaved_ms, time_ms
 from fastmask.models import optimize_for_inference
 from fastmask.models.inference import PRECISIONS
 from fastmask.models.export import StaticMaskRCNN, export_static
@@ -500,7 +501,7 @@ def model_cases(device, export=False):
         images = [torch.rand(3, 480, 640, generator=g).to(device), torch.rand(3, 600, 800, generator=g).to(device)]
         work = "2 images 480x640 + 600x800, random weights, box_score_thresh=0"
 
-        def torchvision_cpu():  # one object: consecutive cases share its result and time
+        def torchvision_cpu():
             return models()[0](images)
 
         def torchvision_autocast_cpu():
@@ -844,7 +845,8 @@ def main(argv=None) -> int:
 
     def write(rows):  # after every case, so a run cut short keeps what it measured
         with open(stem + ".md", "w") as f:
-            f.write(f"# fastmask vs torchvision\n\n{title}\n\nMedian of {repeats} runs after {warmup} warm-up"
+            f.write(f"# fastmask vs torchvision\n\n{title}\n\nMedian of {repeats} runs after {warmup} warm-up, "
+                    "torchvision's and fastmask's runs alternating"
                     + (f" (at most {args.case_budget_s:g} s of runs per side)" if args.case_budget_s else "")
                     + ". For NMS and proposal rows the last column counts the images whose kept boxes differ from "
                     "torchvision's (as sets and score sequences: torchvision's per-class path orders ties "
@@ -856,21 +858,15 @@ def main(argv=None) -> int:
         with open(stem + ".json", "w") as f:
             json.dump({"meta": meta, "rows": [asdict(r) for r in rows]}, f, indent=2)
 
-    rows, baseline = [], (None, None, None)  # (torchvision callable, its result, its time)
+    rows = []
     measured = {}  # id(case) -> its fastmask time, for Case.versus
     for case in tqdm(cases, desc="benchmarking", unit="case", file=sys.stderr):
         try:
             with torch.no_grad() if "backward" not in case.op else torch.enable_grad():
-                # A torchvision baseline shared by consecutive cases (the model rows) runs once.
-                if baseline[0] is not case.torchvision:
-                    baseline = (None, None, None)  # frees the last result first
-                    ref = case.torchvision()
-                    baseline = (case.torchvision, ref,
-                                time_ms(case.torchvision, device, repeats, warmup, args.case_budget_s))
-                _, ref, t_tv = baseline
-                ours = case.fastmask()
-                diff = (case.compare or max_abs_diff)(ref, ours)
-                t_fm = time_ms(case.fastmask, device, repeats, warmup, args.case_budget_s)
+                diff = (case.compare or max_abs_diff)(case.torchvision(), case.fastmask())
+                # Alternating runs: a drift in the machine's speed reaches both sides alike.
+                t_tv, t_fm = time_interleaved_ms([case.torchvision, case.fastmask], device, repeats, warmup,
+                                                 args.case_budget_s)
             row = Row(case.op, case.workload, t_tv, t_fm, t_tv / t_fm, diff)
             measured[id(case)] = t_fm
             if case.versus is not None and id(case.versus) in measured:

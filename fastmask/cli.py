@@ -231,7 +231,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .engine.bench import detections_differ, model_pair, time_ms
+    from .engine.bench import detections_differ, model_pair, time_interleaved_ms
 
     device = torch.device(args.device)
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
@@ -251,8 +251,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         first = ours(images)  # compiles, with --compile or int8
         first_s = time.perf_counter() - start
         differ = detections_differ(reference(images), first)
-        t_ref = time_ms(lambda: reference(images), device, args.repeats, args.warmup)
-        t_ours = time_ms(lambda: ours(images), device, args.repeats, args.warmup)
+        # Alternating runs: a drift in the machine's speed slows both sides alike.
+        t_ref, t_ours = time_interleaved_ms([lambda: reference(images), lambda: ours(images)], device, args.repeats,
+                                            args.warmup)
     optimized = ""
     if args.precision or args.channels_last or args.compile:
         precision = args.precision or "fp32"
@@ -262,7 +263,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         compiled = ", compiled" if args.compile or args.precision == "int8" else ""
         optimized = f" (fastmask: {precision}{layout}, batch norms folded{compiled})"
     print(f"Mask R-CNN R50-FPN inference{optimized}, {len(images)} images {' '.join(args.sizes)} on {device} "
-          f"({torch.get_num_threads()} threads), median of {args.repeats}:")
+          f"({torch.get_num_threads()} threads), median of {args.repeats} runs each, the two alternating:")
     print(f"  torchvision {t_ref:.1f} ms   fastmask {t_ours:.1f} ms   speed-up {t_ref / t_ours:.2f}x   "
           f"images whose detections differ: {differ:.0f}")
     if args.compile or args.precision == "int8":

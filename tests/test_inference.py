@@ -493,6 +493,36 @@ def test_cli_evaluate_with_bf16(tiny_checkpoint, tmp_path):
     assert (tmp_path / "ap.json").is_file()
 
 
+def test_time_interleaved_ms_alternates_the_runs_and_stops_at_the_budget(monkeypatch):
+    import fastmask.engine.bench as bench
+
+    clock = [0.0]
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+    calls = []
+
+    def runner(name, seconds):
+        def run():
+            calls.append(name)
+            clock[0] += seconds
+        return run
+
+    slow, fast = runner("slow", 0.004), runner("fast", 0.001)
+    times = bench.time_interleaved_ms([slow, fast], torch.device("cpu"), repeats=5, warmup=2)
+    assert calls == ["slow", "fast"] * 7  # two warm-up rounds, then five timed ones, in turn
+    assert times == pytest.approx([4.0, 1.0])
+    calls.clear()
+    # The slow side's runs pass 14 ms in the fourth round: no fifth round.
+    bench.time_interleaved_ms([slow, fast], torch.device("cpu"), repeats=50, warmup=0, budget_s=0.014)
+    assert calls == ["slow", "fast"] * 4
+    calls.clear()
+    # At least three rounds, even when the first run alone passes the budget.
+    bench.time_interleaved_ms([slow, fast], torch.device("cpu"), repeats=50, warmup=0, budget_s=0.001)
+    assert calls == ["slow", "fast"] * 3
+    calls.clear()
+    assert bench.time_ms(fast, torch.device("cpu"), repeats=4, warmup=1) == pytest.approx(1.0)
+    assert calls == ["fast"] * 5
+
+
 def test_cli_bench_with_bf16_channels_last(monkeypatch, capsys):
     import fastmask.engine.bench as bench
 

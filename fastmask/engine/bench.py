@@ -1,7 +1,7 @@
 """End-to-end inference latency: fastmask's Mask R-CNN against torchvision's, same weights and images."""
 import statistics
 import time
-from typing import Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 import torchvision
@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..models import maskrcnn_resnet50_fpn
 
-__all__ = ["model_pair", "time_ms", "detections_differ", "cuda_graph"]
+__all__ = ["model_pair", "time_ms", "time_interleaved_ms", "detections_differ", "cuda_graph"]
 
 T = TypeVar("T")
 
@@ -25,30 +25,42 @@ def model_pair(seed: int = 0, **kwargs) -> Tuple[nn.Module, nn.Module]:
     return reference, ours
 
 
+def time_interleaved_ms(fns: Sequence[Callable[[], object]], device: torch.device, repeats: int, warmup: int,
+                        budget_s: Optional[float] = None) -> List[float]:
+    """Median time of each of ``fns`` in ms over ``repeats`` rounds after ``warmup`` rounds; a
+    round runs each function once, in turn (CUDA: timed by CUDA events). Alternating the runs makes
+    a drift in the machine's speed (a neighbour's load, the clock) reach every function alike, so
+    their ratio holds where back-to-back medians would not. ``budget_s``: stop after the round in
+    which one function's runs reach this long in all (at least 3 rounds)."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    samples: List[List[float]] = [[] for _ in fns]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    for _ in range(repeats):
+        for fn, times in zip(fns, samples):
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+        if budget_s is not None and len(samples[0]) >= 3 and max(map(sum, samples)) > budget_s * 1e3:
+            break
+    return [statistics.median(times) for times in samples]
+
+
 def time_ms(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int,
             budget_s: Optional[float] = None) -> float:
     """Median time of ``fn`` in ms over ``repeats`` runs after ``warmup`` (CUDA: CUDA events).
     ``budget_s``: stop timing once the runs took this long in all (at least 3 runs)."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            samples.append((time.perf_counter() - t0) * 1e3)
-        if budget_s is not None and len(samples) >= 3 and sum(samples) > budget_s * 1e3:
-            break
-    return statistics.median(samples)
+    return time_interleaved_ms([fn], device, repeats, warmup, budget_s)[0]
 
 
 def cuda_graph(fn: Callable[[], T], warmup: int = 2) -> Tuple[Callable[[], T], T]:
