@@ -12,10 +12,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 PY=.venv/bin/python
-if ! "$PY" -c "import torch, torchvision, pytest, ninja, numpy, tqdm, matplotlib, pycocotools, torchao" 2>/dev/null; then
+if ! "$PY" -c "import torch, torchvision, pytest, ninja, numpy, tqdm, matplotlib, pycocotools, torchao, ruff" 2>/dev/null; then
   echo "== installing torch 2.14.1, torchvision 0.29.1, torchao 0.18.0 and the tools (several GB the first time)"
   "$PY" -m pip install --progress-bar off torch==2.14.1 torchvision==0.29.1 torchao==0.18.0 \
-    pytest ninja numpy tqdm matplotlib pycocotools pytest-benchmark "setuptools>=77" wheel
+    pytest ninja numpy tqdm matplotlib pycocotools pytest-benchmark "setuptools>=77" wheel ruff
 fi
 [ "${1:-}" = "--no-build" ] && exit 0
 echo "== building fastmask (pip install --no-build-isolation -e .)"

@@ -7,19 +7,19 @@
 #                                       scripts/cuda_smoke.py --device cpu (every op, forward and
 #                                       backward). When torchvision 0.30 is released, put it in
 #                                       TORCHVISION_2_15 below: this stage then runs the whole suite.
-#   bash scripts/test_torch_compat.sh [--discard-venvs] [2.11|2.15 ...] [-- pytest arguments]
-# Venvs: .venv-torch2.11, .venv-torch2.15, kept between runs; --discard-venvs removes each one
-# after its stage (CI: each holds 5 GB of torch and CUDA libraries, and a clean clone has no later
-# use for them). Environment: PYTHON (the venvs' interpreter, default python3).
+#   bash scripts/test_torch_compat.sh [--discard-new-venvs] [2.11|2.15 ...] [-- pytest arguments]
+# Venvs: .venv-torch2.11, .venv-torch2.15, kept between runs; --discard-new-venvs removes after its
+# stage each venv this call created (CI: each holds 5 GB of torch and CUDA libraries, and a clean
+# clone has no later use for them; a venv that was already there stays). Environment: PYTHON (the venvs' interpreter, default python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TORCHVISION_2_11=0.26.0
 TORCHVISION_2_15=""  # no torchvision release for torch 2.15 yet
-releases=() pytest_args=() discard_venvs=0
+releases=() pytest_args=() discard_new_venvs=0
 while [ $# -gt 0 ]; do
   case $1 in
     --) shift; pytest_args=("$@"); break ;;
-    --discard-venvs) discard_venvs=1; shift ;;
+    --discard-new-venvs) discard_new_venvs=1; shift ;;
     *) releases+=("$1"); shift ;;
   esac
 done
@@ -33,7 +33,8 @@ stage() {  # stage RELEASE TORCH TORCHVISION
   local what="torch $torch + torchvision $torchvision"
   [ -n "$torchvision" ] || what="torch $torch (no torchvision: the tests that need it are skipped)"
   echo "== $what: $wheel"
-  [ -x "$vpy" ] || "${PYTHON:-python3}" -m venv "$venv"
+  local created=0
+  [ -e "$venv" ] || { "${PYTHON:-python3}" -m venv "$venv"; created=1; }
   local want="torch==$torch${torchvision:+ torchvision==$torchvision}"
   if ! "$vpy" -c "import torch, numpy, pytest
 assert torch.__version__.split('+')[0] == '$torch'
@@ -61,7 +62,7 @@ ${torchvision:+import torchvision, pycocotools, tqdm; assert torchvision.__versi
     (cd tests && env -u CUDA_HOME -u CUDA_PATH PATH="$(cd "../$venv/bin" && pwd)" "../$venv/bin/python" \
        ../scripts/cuda_smoke.py --device cpu)
   fi
-  if [ "$discard_venvs" = 1 ]; then rm -rf "$venv"; fi
+  if [ "$discard_new_venvs" = 1 ] && [ "$created" = 1 ]; then rm -rf "$venv"; fi
 }
 
 for release in "${releases[@]}"; do

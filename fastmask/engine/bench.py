@@ -31,7 +31,7 @@ def time_interleaved_ms(fns: Sequence[Callable[[], object]], device: torch.devic
     round runs each function once, in turn (CUDA: timed by CUDA events). Alternating the runs makes
     a drift in the machine's speed (a neighbour's load, the clock) reach every function alike, so
     their ratio holds where back-to-back medians would not. ``budget_s``: stop after the round in
-    which one function's runs reach this long in all (at least 3 rounds)."""
+    which one function's runs pass this long in all (at least 3 rounds)."""
     for _ in range(warmup):
         for fn in fns:
             fn()
