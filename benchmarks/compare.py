@@ -8,10 +8,10 @@ Prints a table (op, workload, torchvision ms, fastmask ms, speed-up, max |differ
 writes <device>-<date>.{md,json,png} under benchmarks/results/. Times are medians of
 --repeats runs after warm-up (CUDA: CUDA events; CPU: perf_counter), torchvision's and fastmask's
 runs alternating, so that a drift in the machine's speed reaches both sides alike; --case-budget-s
-stops timing a case once either side's runs pass that many seconds (at least 3 runs each). On CUDA the table also gives
-fastmask's achieved bandwidth where an op is bound by memory traffic: the fewest bytes it must
-move (each input read once, each output written once) over its time, as a fraction of a large
-device-to-device copy measured at the start. The model rows on CUDA are eager inference at
+stops timing a case once either side's runs pass that many seconds (at least 3 runs each). On
+CUDA the table also gives fastmask's achieved bandwidth where an op is bound by memory traffic:
+the fewest bytes it must move (each input read once, each output written once) over its time, as
+a fraction of a large device-to-device copy measured at the start. The model rows on CUDA are eager inference at
 batch 1 and 8, and forward_static (plus mask pasting) replayed from a CUDA graph in float32,
 bfloat16 and float16 (torchvision in eager mode, under bfloat16 / float16 autocast for those rows;
 fastmask's bf16/fp16 models are fastmask.models.optimize_for_inference's). On the CPU the

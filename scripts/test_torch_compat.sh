@@ -10,7 +10,8 @@
 #   bash scripts/test_torch_compat.sh [--discard-new-venvs] [2.11|2.15 ...] [-- pytest arguments]
 # Venvs: .venv-torch2.11, .venv-torch2.15, kept between runs; --discard-new-venvs removes after its
 # stage each venv this call created (CI: each holds 5 GB of torch and CUDA libraries, and a clean
-# clone has no later use for them; a venv that was already there stays). Environment: PYTHON (the venvs' interpreter, default python3).
+# clone has no later use for them; a venv that was already there stays). Environment: PYTHON (the
+# venvs' interpreter, default python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TORCHVISION_2_11=0.26.0

@@ -307,8 +307,8 @@ def optimize_for_inference(model: GeneralizedRCNN, dtype: torch.dtype = torch.bf
       its inputs takes another value (batch size, padded image height or width; the heads' box
       counts), with that dimension dynamic from then on: later sizes reuse those graphs. R50-FPN
       compiles in 10-35 s on 2 cores; Inductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, by
-      default ``torchinductor_$USER`` under ``$TMPDIR``, else ``/tmp``) keeps the compiled C++ kernels for a later process
-      (see the README). The compiled graphs run without autograd whatever the caller's grad
+      default ``torchinductor_$USER`` under ``$TMPDIR``, else ``/tmp``) keeps the compiled C++
+      kernels for a later process (see the README). The compiled graphs run without autograd whatever the caller's grad
       mode. A ``deepcopy`` of the result runs the original's compiled parts (as after
       ``nn.Module.compile``): optimize a copy of the original model instead.
 
