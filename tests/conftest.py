@@ -1,7 +1,27 @@
 import pytest
 import torch
+import torch.jit._builtins
 
-import fastmask  # noqa: F401  (loads the ops)
+# A torch bug (2.11 to 2.15 at least), worked around here so the suite's TorchScript tests cannot fail
+# at random: TorchScript's builtin table maps id(op) to an op's name and keeps no reference to the op.
+# When a library adds an overload to an op whose packet exists, torch refreshes the packet and frees
+# the old op (Inductor's first import of torch.ao.quantization.fx._decomposed does it to two ops);
+# a later object at the freed address (a convolution's padding tuple) then reads as a builtin, and
+# torch.jit.script fails with "builtin cannot be used as a value". CI hit it once (torch 2.11 stage,
+# test_model_script.py after test_inference.py's torch.compile tests). Keeping every registered op
+# alive keeps every id in the table valid; test_model_script.py checks that this holds.
+KEPT_BUILTINS = []
+_register_builtin = torch.jit._builtins._register_builtin
+
+
+def _register_builtin_and_keep_it(fn, op):
+    KEPT_BUILTINS.append(fn)
+    _register_builtin(fn, op)
+
+
+torch.jit._builtins._register_builtin = _register_builtin_and_keep_it
+
+import fastmask  # noqa: E402, F401  (loads the ops)
 
 try:  # optional: fastmask's ops do not need it (torchvision may have no release yet for a new torch)
     import torchvision

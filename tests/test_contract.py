@@ -15,7 +15,7 @@ from torch import Tensor, nn
 import fastmask
 from fastmask.ops import MultiScaleRoIAlign, RoIAlign, batched_nms, multi_image_nms, nms, roi_align
 
-from conftest import needs_torchvision, random_rois, torchvision
+from conftest import KEPT_BUILTINS, needs_torchvision, random_rois, torchvision
 
 if torchvision is not None:  # (the tests that use them are @needs_torchvision)
     from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
@@ -123,6 +123,20 @@ def test_script_nms_ops(seed):
     got = script_roundtrip(scripted)(b, s, 0.6, i, v, 7)  # a saved function keeps no defaults
     assert torch.equal(got[0], multi_image_nms(b, s, 0.6, i, v, 7)[0])
 
+
+
+def test_torchscript_builtin_ids_stay_valid_when_an_op_gains_an_overload():
+    """conftest.py's workaround for a torch bug (stale ids in TorchScript's builtin table): the op a
+    refreshed packet drops stays alive, so no later object can take its id and read as a builtin."""
+    lib = torch.library.Library("fastmask_test_refresh", "FRAGMENT")
+    lib.define("op(Tensor x) -> Tensor")
+    first = torch.ops.fastmask_test_refresh.op._op  # creating the packet registers its op by id
+    first_id, first_name = id(first), torch.jit._builtins._find_builtin(first)
+    del first
+    lib.define("op.twice(Tensor x, int n) -> Tensor")  # torch refreshes the packet: a new op object
+    assert id(torch.ops.fastmask_test_refresh.op._op) != first_id
+    assert first_name == "fastmask_test_refresh::op"
+    assert any(id(fn) == first_id for fn in KEPT_BUILTINS), "the dropped op was freed: its id is stale"
 
 # --- torch.fx and feature extraction --------------------------------------------------------------
 
