@@ -4,7 +4,6 @@
 """
 import pytest
 import torch
-import torchvision
 
 from compare import all_cases
 

@@ -5,10 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --no-build
-# Undefined names, which would raise only when their line runs: much of benchmarks/ and the CUDA
-# paths never run here (a NameError in compare.py's CUDA bandwidth column went unseen).
-echo "== ruff: undefined names"
-.venv/bin/ruff check --no-cache --select F821,F822,F823 fastmask benchmarks tests scripts setup.py
+# Pyflakes' checks: undefined names above all, which raise only when their line runs (much of
+# benchmarks/ and the CUDA paths never run here: a NameError in compare.py's CUDA bandwidth column
+# went unseen), and unused imports and variables.
+echo "== ruff: pyflakes (undefined names, unused imports and variables)"
+.venv/bin/ruff check --no-cache --select F fastmask benchmarks tests scripts setup.py
 bash scripts/build_wheel.sh
 
 echo "== installing the wheel into a clean venv (.venv-wheel)"

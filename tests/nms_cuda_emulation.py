@@ -270,7 +270,7 @@ def run_blocks(dev, num_blocks, rng):
 
 def write_kept(dev, num_blocks):
     """write_kept_kernel, blocks over images (grid-stride); threads over kept words."""
-    B, N, M, words = dev.B, dev.N, dev.M, dev.words
+    B, M, words = dev.B, dev.M, dev.words
     keep = np.full((B, M), 12345, dtype=np.int64)  # garbage: every entry must be written
     counts = np.full(B, 12345, dtype=np.int64)
     for block in range(num_blocks):

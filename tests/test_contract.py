@@ -5,7 +5,7 @@ feature (scripts/torchvision_conformance.py runs torchvision's own tests on the 
 import io
 import warnings
 from collections import OrderedDict
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import pytest
 import torch

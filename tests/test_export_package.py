@@ -11,7 +11,6 @@ from conftest import NO_TORCHVISION
 pytest.importorskip("torchvision", reason=NO_TORCHVISION, exc_type=ImportError)
 
 from fastmask.cli import main  # noqa: E402
-from fastmask.engine import save_checkpoint  # noqa: E402
 from fastmask.models import maskrcnn_resnet_fpn  # noqa: E402
 from fastmask.models.export import PackagedMaskRCNN, _quantize, export_program, package_metadata  # noqa: E402
 

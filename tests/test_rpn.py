@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-import fastmask
 from conftest import needs_torchvision, torchvision
 from fastmask.ops import (AnchorGenerator, BoxCoder, decode_boxes, encode_boxes, generate_proposals, grid_anchors,
                           make_cell_anchors, unpad_proposals)
