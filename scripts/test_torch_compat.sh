@@ -40,10 +40,11 @@ stage() {  # stage RELEASE TORCH TORCHVISION
   if ! "$vpy" -c "import torch, numpy, pytest
 assert torch.__version__.split('+')[0] == '$torch'
 ${torchvision:+import torchvision, pycocotools, tqdm; assert torchvision.__version__.split('+')[0] == '$torchvision'}" 2>/dev/null; then
-    # PIP_CONSTRAINT empty: a machine-wide pip constraint (a cap on torch's version) must not
-    # refuse the release under test.
+    # A machine-wide pip constraint (here /etc/xdg/pip/constraints.txt caps torch at 2.14.1) must not
+    # refuse the release under test: PIP_CONSTRAINT names an empty file instead (an empty
+    # PIP_CONSTRAINT does not override the config file's, as this stage found out on torch 2.15).
     # shellcheck disable=SC2086  # $want: one or two requirements
-    PIP_CONSTRAINT="" "$vpy" -m pip install --progress-bar off $want numpy pytest ${torchvision:+pycocotools tqdm}
+    PIP_CONSTRAINT=/dev/null "$vpy" -m pip install --progress-bar off $want numpy pytest ${torchvision:+pycocotools tqdm}
   fi
   "$vpy" -m pip uninstall -y -q fastmask 2>/dev/null || true
   "$vpy" -m pip install --no-deps "$wheel"
