@@ -9,7 +9,7 @@ import torch.jit._builtins
 # a later object at the freed address (a convolution's padding tuple) then reads as a builtin, and
 # torch.jit.script fails with "builtin cannot be used as a value". CI hit it once (torch 2.11 stage,
 # test_model_script.py after test_inference.py's torch.compile tests). Keeping every registered op
-# alive keeps every id in the table valid; test_model_script.py checks that this holds.
+# alive keeps every id in the table valid; test_contract.py checks that this holds.
 KEPT_BUILTINS = []
 _register_builtin = torch.jit._builtins._register_builtin
 

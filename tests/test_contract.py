@@ -124,7 +124,6 @@ def test_script_nms_ops(seed):
     assert torch.equal(got[0], multi_image_nms(b, s, 0.6, i, v, 7)[0])
 
 
-
 def test_torchscript_builtin_ids_stay_valid_when_an_op_gains_an_overload():
     """conftest.py's workaround for a torch bug (stale ids in TorchScript's builtin table): the ops
     that refreshed packets drop stay alive, so no later object can take their ids."""
@@ -135,6 +134,7 @@ def test_torchscript_builtin_ids_stay_valid_when_an_op_gains_an_overload():
     assert len(ids) > len({table[i] for i in ids}), "no op was registered twice: no packet was refreshed"
     kept = {id(fn) for fn in KEPT_BUILTINS}
     assert all(i in kept for i in ids), "an op the table names was freed: its id is stale"
+
 
 # --- torch.fx and feature extraction --------------------------------------------------------------
 
